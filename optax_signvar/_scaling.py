@@ -1,0 +1,54 @@
+"""Rate scaling and weight decay that cast their scalars to each leaf's dtype.
+
+``optax.scale`` and ``optax.add_decayed_weights`` multiply by the scalar as
+given; a float32 rate from ``inject_hyperparams`` times bfloat16 updates then
+fails under ``jax.numpy_dtype_promotion("strict")``. These are drop-in twins
+with the same state structure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import optax
+
+from optax_signvar import blocks
+
+
+def _scale(step_size: Any) -> optax.GradientTransformationExtraArgs:
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        return blocks.tree_map(lambda g: jnp.asarray(step_size).astype(g.dtype) * g, updates), state
+
+    return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
+
+
+def scale_by_learning_rate(
+    learning_rate: optax.ScalarOrSchedule,
+) -> optax.GradientTransformationExtraArgs:
+    """``optax.scale_by_learning_rate`` (negated rate, schedules read at the count
+    before the increment), strict-promotion safe."""
+    if callable(learning_rate):
+        return optax.with_extra_args_support(
+            optax.scale_by_schedule(lambda count: -learning_rate(count))
+        )
+    return _scale(-learning_rate)
+
+
+def add_decayed_weights(weight_decay: Any, mask: Any = None) -> optax.GradientTransformation:
+    """``optax.add_decayed_weights``: ``u + weight_decay * p``, strict-promotion safe."""
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError("weight decay needs the params: call update(grads, state, params).")
+        out = blocks.tree_map(
+            lambda g, p: g + jnp.asarray(weight_decay).astype(g.dtype) * p.astype(g.dtype),
+            updates,
+            params,
+        )
+        return out, state
+
+    tx = optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
+    return tx if mask is None else optax.masked(tx, mask)
