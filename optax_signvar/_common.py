@@ -67,8 +67,14 @@ def check_rate(name: str, value: Any) -> None:
 
 
 def initial_value(rate: optax.ScalarOrSchedule) -> Any:
-    """The value of a float-or-schedule at step 0."""
-    return rate(0) if callable(rate) else rate
+    """The value of a float-or-schedule at step 0.
+
+    A schedule is called with an int32 0, the count it sees inside the chain:
+    some schedules (``optax.exponential_decay``) return float32 for an int32
+    count but float64 for a Python 0 under x64, so ``a_0`` must come from the
+    same call as ``a_t`` for ``a_t / a_0`` to be exactly 1 at step 0.
+    """
+    return rate(zero_count()) if callable(rate) else rate
 
 
 def moment_dtype(param: jax.Array, dtype: Any, *, widen_half: bool) -> jnp.dtype:

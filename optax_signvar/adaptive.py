@@ -212,7 +212,8 @@ def rate_ratio(
             f"learning_rate is 0 at step 0, so a float {name} (scaled by a_t / a_0) is "
             f"undefined; pass {name} as a schedule instead."
         )
-    return value / a0 if v0 is not None else _safe_ratio(value, a0)
+    # dividing by the Python float keeps the ratio in the precision of `value`
+    return value / v0 if v0 is not None else _safe_ratio(value, a0)
 
 
 def scale_by_adabound(

@@ -1,0 +1,1 @@
+"""Benchmarks and measurements (run as ``python -m benchmarks.<name>``)."""
