@@ -2,14 +2,15 @@
 
 Named optimizers (``adam``, ``amsgrad``, ``adabound``, ``amsbound``,
 ``adaboundw``, ``amsboundw``, ``m_sgd``, ``ssd``, ``m_ssd``, ``svag``,
-``m_svag``, ``m_vassd``), the ``scale_by_*`` gradient transformations they are
-chained from, and the building blocks in :mod:`optax_signvar.blocks`.
+``m_svag``, ``m_vassd``), each one point of the space that :func:`dissect`
+spans; the ``scale_by_*`` gradient transformations they are chained from; the
+building blocks in :mod:`optax_signvar.blocks`; and :func:`ablate` to compare
+points of the space on one problem.
 """
 
 from optax_signvar import blocks
+from optax_signvar.ablation import ablate, summarize
 from optax_signvar.adaptive import (
-    AdamState,
-    MaxTrackingState,
     scale_by_adabound,
     scale_by_adam,
     scale_by_amsgrad,
@@ -28,9 +29,8 @@ from optax_signvar.alias import (
     ssd,
     svag,
 )
+from optax_signvar.core import Bounds, DissectedState, Dissection, scale_by_dissection
 from optax_signvar.dissecting import (
-    MomentumState,
-    VarianceAdaptationState,
     scale_by_debiased_momentum,
     scale_by_m_svag,
     scale_by_m_vassd,
@@ -38,14 +38,18 @@ from optax_signvar.dissecting import (
     scale_by_sign_momentum,
     scale_by_svag,
 )
+from optax_signvar.factory import dissect
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdamState",
-    "MaxTrackingState",
-    "MomentumState",
-    "VarianceAdaptationState",
+    "Bounds",
+    "DissectedState",
+    "Dissection",
+    "ablate",
+    "dissect",
+    "scale_by_dissection",
+    "summarize",
     "adabound",
     "adaboundw",
     "adam",

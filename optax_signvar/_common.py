@@ -61,6 +61,13 @@ def check_decay(name: str, value: Any) -> None:
     check_range(name, value, 0.0, 1.0, high_open=True)
 
 
+def check_adam_args(b1: Any, b2: Any, eps: Any) -> None:
+    """Adam-family names for the decays the dissection calls ``beta``/``beta2``."""
+    check_decay("b1", b1)
+    check_decay("b2", b2)
+    check_range("eps", eps, 0.0)
+
+
 def check_rate(name: str, value: Any) -> None:
     """A rate is a non-negative number or a schedule (schedules are not evaluated)."""
     check_range(name, value, 0.0)
@@ -106,3 +113,32 @@ def cast_like(tree: Any, like: Any) -> Any:
 
 def zero_count() -> jax.Array:
     return jnp.zeros([], jnp.int32)
+
+
+def _safe_ratio(num: Any, den: Any) -> jax.Array:
+    den = jnp.asarray(den)
+    return jnp.where(den != 0, num / jnp.where(den != 0, den, 1), 0.0)
+
+
+def rate_ratio(
+    value: optax.ScalarOrSchedule, learning_rate: optax.ScalarOrSchedule, name: str = "final_lr"
+) -> Any:
+    """``value_t / a_t`` as a float, a 0-d array or a schedule of the step count.
+
+    A float ``value`` scales with the rate schedule, as the AdaBound reference
+    does under a PyTorch scheduler (``value_t = value * a_t / a_0``), so the
+    ratio is the constant ``value / a_0``; a schedule ``value`` is ``value_t``.
+    """
+    if callable(value):
+        return lambda count: _safe_ratio(
+            value(count), learning_rate(count) if callable(learning_rate) else learning_rate
+        )
+    a0 = initial_value(learning_rate)
+    v0 = concrete_value(a0)
+    if v0 is not None and v0 == 0.0:
+        raise ValueError(
+            f"learning_rate is 0 at step 0, so a float {name} (scaled by a_t / a_0) is "
+            f"undefined; pass {name} as a schedule instead."
+        )
+    # dividing by the Python float keeps the ratio in the precision of `value`
+    return value / v0 if v0 is not None else _safe_ratio(value, a0)

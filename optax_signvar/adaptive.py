@@ -1,70 +1,25 @@
 """Gradient transformations of Adam and its fixes: AMSGrad's max-tracking and
 AdaBound's dynamic bounds.
 
-Each returns the *unit-rate* direction; the named optimizers in
-:mod:`optax_signvar.alias` chain it with ``optax.scale_by_learning_rate``.
+Each is one point of :func:`optax_signvar.core.scale_by_dissection` and returns
+the *unit-rate* direction; the named optimizers (:mod:`optax_signvar.alias`)
+are the same points with the rate, built by :func:`optax_signvar.dissect`.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
-import jax
-import jax.numpy as jnp
 import optax
 
-from optax_signvar import _common, blocks
+from optax_signvar import _common
+from optax_signvar.core import Bounds, Dissection, scale_by_dissection
 
 __all__ = [
-    "AdamState",
-    "MaxTrackingState",
     "scale_by_adabound",
     "scale_by_adam",
     "scale_by_amsgrad",
 ]
-
-
-class AdamState(NamedTuple):
-    """State of :func:`scale_by_adam` and of :func:`scale_by_adabound` (AdaBound)."""
-
-    count: jax.Array  # int32, number of updates so far
-    mu: optax.Updates  # EMA of the gradient
-    nu: optax.Updates  # EMA of the squared gradient
-
-
-class MaxTrackingState(NamedTuple):
-    """State of :func:`scale_by_amsgrad` and of :func:`scale_by_adabound` (AMSBound)."""
-
-    count: jax.Array  # int32, number of updates so far
-    mu: optax.Updates  # EMA of the gradient
-    nu: optax.Updates  # EMA of the squared gradient
-    nu_max: optax.Updates  # running max of the raw ``nu``
-
-
-def _check_adam_args(b1: Any, b2: Any, eps: Any) -> None:
-    _common.check_decay("b1", b1)
-    _common.check_decay("b2", b2)
-    _common.check_range("eps", eps, 0.0)
-
-
-def _init_moments(params: Any, mu_dtype: Any, nu_dtype: Any, max_tracking: bool):
-    mu = _common.zeros_moment(params, mu_dtype)
-    nu = _common.zeros_moment(params, nu_dtype, widen_half=True)
-    if max_tracking:
-        return MaxTrackingState(_common.zero_count(), mu, nu, nu)
-    return AdamState(_common.zero_count(), mu, nu)
-
-
-def _update_moments(updates: Any, state: Any, b1: Any, b2: Any):
-    """The step count, both EMAs and (with max-tracking) the max of the raw ``nu``."""
-    count = optax.safe_increment(state.count)
-    mu = blocks.ema(updates, state.mu, b1)
-    nu = blocks.ema(updates, state.nu, b2, order=2)
-    if isinstance(state, MaxTrackingState):
-        new_state = MaxTrackingState(count, mu, nu, blocks.running_max(state.nu_max, nu))
-    else:
-        new_state = AdamState(count, mu, nu)
-    return count, new_state
 
 
 def scale_by_adam(
@@ -106,19 +61,15 @@ def scale_by_adam(
       Kingma & Ba, `Adam: A Method for Stochastic Optimization
       <https://arxiv.org/abs/1412.6980>`_, 2015.
     """
-    _check_adam_args(b1, b2, eps)
-
-    def init_fn(params):
-        return _init_moments(params, mu_dtype, nu_dtype, max_tracking=False)
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        count, state = _update_moments(updates, state, b1, b2)
-        mu_hat = blocks.bias_correction(state.mu, blocks.debias_denominator(b1, count))
-        nu_hat = blocks.bias_correction(state.nu, blocks.debias_denominator(b2, count))
-        return _common.cast_like(blocks.rms_normalize(mu_hat, nu_hat, eps), updates), state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    _common.check_adam_args(b1, b2, eps)
+    return scale_by_dissection(
+        Dissection(normalization="rms"),
+        beta=b1,
+        beta2=b2,
+        eps=eps,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )
 
 
 def scale_by_amsgrad(
@@ -170,50 +121,15 @@ def scale_by_amsgrad(
       Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
       <https://openreview.net/forum?id=ryQu7f-RZ>`_, 2018.
     """
-    _check_adam_args(b1, b2, eps)
-
-    def init_fn(params):
-        return _init_moments(params, mu_dtype, nu_dtype, max_tracking=True)
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        count, state = _update_moments(updates, state, b1, b2)
-        mu, nu_max = state.mu, state.nu_max
-        if bias_correction:
-            mu = blocks.bias_correction(mu, blocks.debias_denominator(b1, count))
-            nu_max = blocks.bias_correction(nu_max, blocks.debias_denominator(b2, count))
-        return _common.cast_like(blocks.rms_normalize(mu, nu_max, eps), updates), state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def _safe_ratio(num: Any, den: Any) -> jax.Array:
-    den = jnp.asarray(den)
-    return jnp.where(den != 0, num / jnp.where(den != 0, den, 1), 0.0)
-
-
-def rate_ratio(
-    value: optax.ScalarOrSchedule, learning_rate: optax.ScalarOrSchedule, name: str = "final_lr"
-) -> Any:
-    """``value_t / a_t`` as a float, a 0-d array or a schedule of the step count.
-
-    A float ``value`` scales with the rate schedule, as the AdaBound reference
-    does under a PyTorch scheduler (``value_t = value * a_t / a_0``), so the
-    ratio is the constant ``value / a_0``; a schedule ``value`` is ``value_t``.
-    """
-    if callable(value):
-        return lambda count: _safe_ratio(
-            value(count), learning_rate(count) if callable(learning_rate) else learning_rate
-        )
-    a0 = _common.initial_value(learning_rate)
-    v0 = _common.concrete_value(a0)
-    if v0 is not None and v0 == 0.0:
-        raise ValueError(
-            f"learning_rate is 0 at step 0, so a float {name} (scaled by a_t / a_0) is "
-            f"undefined; pass {name} as a schedule instead."
-        )
-    # dividing by the Python float keeps the ratio in the precision of `value`
-    return value / v0 if v0 is not None else _safe_ratio(value, a0)
+    _common.check_adam_args(b1, b2, eps)
+    return scale_by_dissection(
+        Dissection(normalization="rms", max_tracking=True, bias_correction=bias_correction),
+        beta=b1,
+        beta2=b2,
+        eps=eps,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )
 
 
 def scale_by_adabound(
@@ -273,25 +189,13 @@ def scale_by_adabound(
       Luo, Xiong, Liu & Sun, `Adaptive Gradient Methods with Dynamic Bound of
       Learning Rate <https://openreview.net/forum?id=Bkg3g2R9FX>`_, 2019.
     """
-    _check_adam_args(b1, b2, eps)
-    _common.check_rate("learning_rate", learning_rate)
-    _common.check_rate("final_lr", final_lr)
-    _common.check_range("gamma", gamma, 0.0, 1.0, low_open=True, high_open=True)
-    ratio = rate_ratio(final_lr, learning_rate)
-
-    def init_fn(params):
-        return _init_moments(params, mu_dtype, nu_dtype, max_tracking=amsbound)
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        # The rate schedule is read at the count before the increment, as
-        # optax.scale_by_learning_rate does; the bounds use t after it.
-        scale = ratio(state.count) if callable(ratio) else ratio
-        count, state = _update_moments(updates, state, b1, b2)
-        step = jnp.sqrt(blocks.debias_denominator(b2, count)) / blocks.debias_denominator(b1, count)
-        nu = state.nu_max if amsbound else state.nu
-        lower, upper = blocks.dynamic_bounds(scale, gamma, count)
-        rate = blocks.clip_rate(blocks.adaptive_rate(nu, eps, step), lower, upper)
-        return _common.cast_like(blocks.multiply(rate, state.mu), updates), state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    _common.check_adam_args(b1, b2, eps)
+    return scale_by_dissection(
+        Dissection(normalization="rms", max_tracking=amsbound, bounds=Bounds(final_lr, gamma)),
+        learning_rate=learning_rate,
+        beta=b1,
+        beta2=b2,
+        eps=eps,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )

@@ -1,7 +1,9 @@
-"""Named optimizers: ``optax.chain(scale_by_*, [weight decay], scale_by_learning_rate)``.
+"""Named optimizers, each one point of :func:`optax_signvar.dissect`.
 
-Every function returns an :class:`optax.GradientTransformationExtraArgs` and
-takes a float or an optax schedule wherever it takes a rate.
+Every function returns an :class:`optax.GradientTransformationExtraArgs`,
+``optax.chain([weight decay], scale_by_dissection, [weight decay],
+scale_by_learning_rate)``, and takes a float or an optax schedule wherever it
+takes a rate.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from typing import Any
 
 import optax
 
-from optax_signvar import _common, _scaling, adaptive, dissecting
+from optax_signvar import _common
+from optax_signvar.core import Bounds
+from optax_signvar.dissecting import sign_adaptation
+from optax_signvar.factory import dissect
 
 __all__ = [
     "adabound",
@@ -28,27 +33,6 @@ __all__ = [
 ]
 
 Mask = Any  # a pytree of bools like the params, or a callable returning one
-
-
-def _with_rate(
-    direction: optax.GradientTransformation,
-    learning_rate: optax.ScalarOrSchedule,
-    *middle: optax.GradientTransformation,
-) -> optax.GradientTransformationExtraArgs:
-    _common.check_rate("learning_rate", learning_rate)
-    return optax.chain(direction, *middle, _scaling.scale_by_learning_rate(learning_rate))
-
-
-def _weight_decay(weight_decay: Any, mask: Mask) -> optax.GradientTransformation:
-    """``add_decayed_weights``, or the identity when the decay is a concrete 0.
-
-    Both have an ``EmptyState``, so the state's structure does not depend on the
-    decay (``inject_hyperparams`` turns a 0 into a tracer and keeps the add).
-    """
-    _common.check_range("weight_decay", weight_decay, 0.0)
-    if _common.concrete_value(weight_decay) == 0.0:
-        return optax.identity()
-    return _scaling.add_decayed_weights(weight_decay, mask)
 
 
 # --------------------------------------------------------------------------- #
@@ -108,7 +92,7 @@ def m_sgd(
       Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
       Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, Alg. 2, 2018.
     """
-    return _with_rate(dissecting.scale_by_debiased_momentum(beta, mu_dtype=mu_dtype), learning_rate)
+    return dissect(learning_rate, beta=beta, mu_dtype=mu_dtype)
 
 
 @_doc("ssd(learning_rate=0.01)")
@@ -128,7 +112,7 @@ def ssd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationEx
     References:
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_, 2018.
     """
-    return _with_rate(dissecting.scale_by_sign(), learning_rate)
+    return dissect(learning_rate, momentum=False, direction="sign")
 
 
 @_doc("m_ssd(learning_rate=0.01)")
@@ -153,7 +137,7 @@ def m_ssd(
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_,
       Alg. 2, 2018.
     """
-    return _with_rate(dissecting.scale_by_sign_momentum(beta, mu_dtype=mu_dtype), learning_rate)
+    return dissect(learning_rate, direction="sign", beta=beta, mu_dtype=mu_dtype)
 
 
 @_doc("svag(learning_rate=0.1)")
@@ -188,8 +172,14 @@ def svag(
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_,
       eqs. 17 and 23, 2018.
     """
-    tx = dissecting.scale_by_svag(beta, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    return _with_rate(tx, learning_rate)
+    return dissect(
+        learning_rate,
+        momentum=False,
+        variance_adaptation="optimal",
+        beta=beta,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )
 
 
 @_doc("m_svag(learning_rate=0.1)")
@@ -224,8 +214,13 @@ def m_svag(
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_,
       Alg. 1, 2018.
     """
-    tx = dissecting.scale_by_m_svag(beta, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    return _with_rate(tx, learning_rate)
+    return dissect(
+        learning_rate,
+        variance_adaptation="optimal",
+        beta=beta,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )
 
 
 @_doc("m_vassd(learning_rate=0.01)")
@@ -265,8 +260,14 @@ def m_vassd(
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_,
       sec. 3.1 and Fig. 3, 2018.
     """
-    tx = dissecting.scale_by_m_vassd(beta, factor, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    return _with_rate(tx, learning_rate)
+    return dissect(
+        learning_rate,
+        direction="sign",
+        variance_adaptation=sign_adaptation(factor),
+        beta=beta,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -312,8 +313,16 @@ def adam(
       Kingma & Ba, `Adam: A Method for Stochastic Optimization
       <https://arxiv.org/abs/1412.6980>`_, 2015.
     """
-    tx = adaptive.scale_by_adam(b1, b2, eps, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    return _with_rate(tx, learning_rate)
+    _common.check_adam_args(b1, b2, eps)
+    return dissect(
+        learning_rate,
+        normalization="rms",
+        beta=b1,
+        beta2=b2,
+        eps=eps,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )
 
 
 @_doc("amsgrad(learning_rate=0.1)")
@@ -359,31 +368,41 @@ def amsgrad(
       Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
       <https://openreview.net/forum?id=ryQu7f-RZ>`_, 2018.
     """
-    tx = adaptive.scale_by_amsgrad(
-        b1, b2, eps, bias_correction=bias_correction, mu_dtype=mu_dtype, nu_dtype=nu_dtype
+    _common.check_adam_args(b1, b2, eps)
+    return dissect(
+        learning_rate,
+        normalization="rms",
+        max_tracking=True,
+        bias_correction=bias_correction,
+        beta=b1,
+        beta2=b2,
+        eps=eps,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
     )
-    return _with_rate(tx, learning_rate)
 
 
 def _adabound(
     learning_rate, final_lr, b1, b2, eps, gamma, weight_decay, mask, amsbound, decoupled, dtypes
 ) -> optax.GradientTransformationExtraArgs:
-    tx = adaptive.scale_by_adabound(
-        learning_rate, final_lr, b1, b2, eps, gamma, amsbound=amsbound, **dtypes
-    )
-    if not decoupled:
-        # Coupled L2, as the reference package: g <- g + lam * p before the moments.
-        _common.check_rate("learning_rate", learning_rate)
-        return optax.chain(
-            _weight_decay(weight_decay, mask), tx, _scaling.scale_by_learning_rate(learning_rate)
-        )
-    # Decoupled: u <- u - lam * (a_t / a_0) * p; inside the chain that is a decay
-    # of lam / a_0 before the multiplication by a_t.
     _common.check_range("weight_decay", weight_decay, 0.0)
-    decay = weight_decay
-    if _common.concrete_value(weight_decay) != 0.0:
-        decay = adaptive.rate_ratio(weight_decay, learning_rate, "weight_decay")
-    return _with_rate(tx, learning_rate, _weight_decay(decay, mask))
+    if decoupled and _common.concrete_value(weight_decay) != 0.0:
+        # AdaBoundW decays by lam * a_t / a_0; the chain multiplies by a_t.
+        weight_decay = _common.rate_ratio(weight_decay, learning_rate, "weight_decay")
+    _common.check_adam_args(b1, b2, eps)
+    return dissect(
+        learning_rate,
+        normalization="rms",
+        max_tracking=amsbound,
+        bounds=Bounds(final_lr, gamma),
+        beta=b1,
+        beta2=b2,
+        eps=eps,
+        weight_decay=weight_decay,
+        decoupled=decoupled,
+        mask=mask,
+        **dtypes,
+    )
 
 
 _ADABOUND_ARGS = """

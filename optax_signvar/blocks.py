@@ -41,6 +41,7 @@ __all__ = [
     "variance_factor",
     "variance_scale",
     "multiply",
+    "scale",
     "rms_normalize",
     "adaptive_rate",
 ]
@@ -415,6 +416,18 @@ def multiply(factor: Tree, direction: Tree) -> Tree:
       Array([2.], dtype=float32)
     """
     return tree_map(lambda f, d: f * d.astype(f.dtype), factor, direction)
+
+
+def scale(tree: Tree, factor: Scalar) -> Tree:
+    """Every leaf times one scalar, cast to the leaf's dtype.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from optax_signvar import blocks
+      >>> blocks.scale(jnp.array([1.0, -2.0]), 0.5)
+      Array([ 0.5, -1. ], dtype=float32)
+    """
+    return tree_map(lambda x: x * _cast(factor, x), tree)
 
 
 def clip_rate(rate: Tree, lower: Scalar, upper: Scalar) -> Tree:

@@ -11,24 +11,32 @@ raw direction          M-SGD               M-SVAG
 sign                   M-SSD (= signum)    M-VASSD (Adam is close)
 =====================  ==================  =========================
 
-and, without momentum, SSD and SVAG. Each transformation here returns the
-*unit-rate* direction; the named optimizers in :mod:`optax_signvar.alias` chain
-it with ``optax.scale_by_learning_rate``.
+and, without momentum, SSD and SVAG. Each transformation here is one point of
+:func:`optax_signvar.core.scale_by_dissection` and returns the *unit-rate*
+direction; the named optimizers (:mod:`optax_signvar.alias`) are the same
+points with the rate, built by :func:`optax_signvar.dissect`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
-import jax
 import optax
 
-from optax_signvar import _common, blocks
+from optax_signvar.core import Dissection, scale_by_dissection
+
+# m_vassd's ``factor`` names the formula; the dissection names the choice.
+_FACTOR_TO_ADAPTATION = {"erf": "optimal", "adam": "adam"}
+
+
+def sign_adaptation(factor: str) -> str:
+    """The ``variance_adaptation`` of M-VASSD's ``factor`` ("erf" or "adam")."""
+    if factor not in _FACTOR_TO_ADAPTATION:
+        raise ValueError(f"factor must be one of {tuple(_FACTOR_TO_ADAPTATION)}, got {factor!r}.")
+    return _FACTOR_TO_ADAPTATION[factor]
+
 
 __all__ = [
-    "MomentumState",
-    "VarianceAdaptationState",
     "scale_by_debiased_momentum",
     "scale_by_m_svag",
     "scale_by_m_vassd",
@@ -36,39 +44,6 @@ __all__ = [
     "scale_by_sign_momentum",
     "scale_by_svag",
 ]
-
-
-class MomentumState(NamedTuple):
-    """State of :func:`scale_by_debiased_momentum` and :func:`scale_by_sign_momentum`."""
-
-    count: jax.Array  # int32, number of updates so far
-    mu: optax.Updates  # EMA of the gradient
-
-
-class VarianceAdaptationState(NamedTuple):
-    """State of the variance-adapted transformations (SVAG, M-SVAG, M-VASSD)."""
-
-    count: jax.Array  # int32, number of updates so far
-    mu: optax.Updates  # EMA of the gradient
-    nu: optax.Updates  # EMA of the squared gradient
-
-
-def _momentum_transform(
-    beta: float, mu_dtype: Any, direction: Callable[[Any, jax.Array], Any]
-) -> optax.GradientTransformationExtraArgs:
-    """An EMA of the gradient followed by ``direction(mu, count)``."""
-    _common.check_decay("beta", beta)
-
-    def init_fn(params):
-        return MomentumState(count=_common.zero_count(), mu=_common.zeros_moment(params, mu_dtype))
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        count = optax.safe_increment(state.count)
-        mu = blocks.ema(updates, state.mu, beta)
-        return _common.cast_like(direction(mu, count), updates), MomentumState(count, mu)
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def scale_by_debiased_momentum(
@@ -101,11 +76,7 @@ def scale_by_debiased_momentum(
       Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
       Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, Alg. 2, 2018.
     """
-    return _momentum_transform(
-        beta,
-        mu_dtype,
-        lambda mu, count: blocks.bias_correction(mu, blocks.debias_denominator(beta, count)),
-    )
+    return scale_by_dissection(Dissection(), beta=beta, mu_dtype=mu_dtype)
 
 
 def scale_by_sign_momentum(
@@ -137,13 +108,13 @@ def scale_by_sign_momentum(
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_,
       Alg. 2, 2018.
     """
-    return _momentum_transform(beta, mu_dtype, lambda mu, count: blocks.sign(mu))
+    return scale_by_dissection(Dissection(direction="sign"), beta=beta, mu_dtype=mu_dtype)
 
 
 def scale_by_sign() -> optax.GradientTransformationExtraArgs:
     r"""Rescales updates to their sign (SSD's direction): :math:`u_t = \operatorname{sign}(g_t)`.
 
-    Stateless. Identical to the direction of ``optax.sign_sgd``.
+    Keeps only the step count. Identical to the direction of ``optax.sign_sgd``.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -158,50 +129,7 @@ def scale_by_sign() -> optax.GradientTransformationExtraArgs:
     References:
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_, 2018.
     """
-
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        return blocks.sign(updates), state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def _variance_adapted(
-    beta: float,
-    mu_dtype: Any,
-    nu_dtype: Any,
-    direction: Callable[[Any, Any, Any, jax.Array], Any],
-) -> optax.GradientTransformationExtraArgs:
-    """EMAs of ``g`` and ``g**2`` with the shared variance estimate.
-
-    ``direction(g, mu_hat, nu_hat, count)`` forms the update from the debiased
-    moments; this is the only place the moments are updated and debiased.
-    """
-    _common.check_decay("beta", beta)
-
-    def init_fn(params):
-        return VarianceAdaptationState(
-            count=_common.zero_count(),
-            mu=_common.zeros_moment(params, mu_dtype),
-            nu=_common.zeros_moment(params, nu_dtype, widen_half=True),
-        )
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        count = optax.safe_increment(state.count)
-        mu = blocks.ema(updates, state.mu, beta)
-        nu = blocks.ema(updates, state.nu, beta, order=2)
-        denominator = blocks.debias_denominator(beta, count)
-        mu_hat = blocks.bias_correction(mu, denominator)
-        nu_hat = blocks.bias_correction(nu, denominator)
-        out = direction(updates, mu_hat, nu_hat, count)
-        return _common.cast_like(out, updates), VarianceAdaptationState(count, mu, nu)
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return scale_by_dissection(Dissection(momentum=False, direction="sign"))
 
 
 def scale_by_svag(
@@ -237,18 +165,12 @@ def scale_by_svag(
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_,
       eqs. 17 and 23, 2018.
     """
-
-    def direction(g, mu_hat, nu_hat, count):
-        variance = blocks.variance_estimate(mu_hat, nu_hat, blocks.variance_scale(beta, count))
-        return blocks.multiply(blocks.variance_factor(mu_hat, variance), g)
-
-    return _variance_adapted(beta, mu_dtype, nu_dtype, direction)
-
-
-def _momentum_variance(mu_hat: Any, nu_hat: Any, beta: float, count: jax.Array) -> Any:
-    """The variance of the debiased momentum, :math:`\\rho_t s_t` (one scalar per step)."""
-    scale = blocks.relative_variance_rho(beta, count) * blocks.variance_scale(beta, count)
-    return blocks.variance_estimate(mu_hat, nu_hat, scale)
+    return scale_by_dissection(
+        Dissection(momentum=False, variance_adaptation="optimal"),
+        beta=beta,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )
 
 
 def scale_by_m_svag(
@@ -283,12 +205,9 @@ def scale_by_m_svag(
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_,
       Alg. 1 and eq. 25, 2018.
     """
-
-    def direction(g, mu_hat, nu_hat, count):
-        variance = _momentum_variance(mu_hat, nu_hat, beta, count)
-        return blocks.multiply(blocks.variance_factor(mu_hat, variance), mu_hat)
-
-    return _variance_adapted(beta, mu_dtype, nu_dtype, direction)
+    return scale_by_dissection(
+        Dissection(variance_adaptation="optimal"), beta=beta, mu_dtype=mu_dtype, nu_dtype=nu_dtype
+    )
 
 
 def scale_by_m_vassd(
@@ -325,12 +244,9 @@ def scale_by_m_vassd(
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_,
       sec. 3.1 and Fig. 3, 2018.
     """
-    if factor not in blocks.SIGN_FACTORS:
-        raise ValueError(f"factor must be one of {blocks.SIGN_FACTORS}, got {factor!r}.")
-
-    def direction(g, mu_hat, nu_hat, count):
-        variance = _momentum_variance(mu_hat, nu_hat, beta, count)
-        gamma = blocks.sign_variance_factor(mu_hat, variance, factor)
-        return blocks.multiply(gamma, blocks.sign(mu_hat))
-
-    return _variance_adapted(beta, mu_dtype, nu_dtype, direction)
+    return scale_by_dissection(
+        Dissection(direction="sign", variance_adaptation=sign_adaptation(factor)),
+        beta=beta,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )

@@ -1,0 +1,160 @@
+"""The research API: any point of the optimizer space from keyword arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optax
+
+from optax_signvar import _common, _scaling
+from optax_signvar.core import Bounds, Dissection, scale_by_dissection
+
+__all__ = ["dissect"]
+
+
+def dissect(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    momentum: bool = True,
+    direction: str = "raw",
+    variance_adaptation: str | None = None,
+    variance: str = "ema",
+    normalization: str | None = None,
+    max_tracking: bool = False,
+    bounds: Bounds | dict | None = None,
+    beta: float = 0.9,
+    beta2: float | None = None,
+    eps: float = 1e-8,
+    bias_correction: bool = True,
+    weight_decay: Any = None,
+    decoupled: bool = False,
+    mask: Any = None,
+    mu_dtype: Any = None,
+    nu_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Builds the optimizer at one point of the sign x variance x bound space.
+
+    Adam, M-SSD, M-SGD, M-SVAG, SVAG, AMSGrad, AdaBound and AMSBound are not
+    separate algorithms but choices along a few axes (Balles & Hennig, 2018);
+    each named optimizer of this package *is* a call of this function (see the
+    table in the README), so an ablation is a change of arguments. The update:
+
+    .. math::
+      u_t = -a_t\, \operatorname{clip}\big(r_t,\ \eta_l(t)/a_t,\ \eta_u(t)/a_t\big)
+        \odot d_t \;[-\, a_t \lambda p_t]
+
+    * ``momentum``: the direction :math:`d_t` is built from the debiased EMA
+      :math:`\hat m_t` (True) or from the gradient :math:`g_t` (False).
+    * ``direction``: ``"raw"`` uses it as is, ``"sign"`` its sign.
+    * ``variance_adaptation``: the per-element factor :math:`r_t` from the
+      relative variance :math:`\eta^2` of the direction: ``"optimal"`` is
+      :math:`\hat m^2/(\hat m^2 + \sigma^2)` for a raw direction and
+      :math:`\operatorname{erf}(1/(\sqrt2\eta))` for a sign; ``"adam"`` is
+      Adam's implicit :math:`(1+\eta^2)^{-1/2}`; ``None`` is 1.
+    * ``variance``: ``"ema"`` estimates the gradient variance from the two
+      moments (:math:`s_t`), ``"minibatch"`` takes it from
+      ``update(..., grad_variance=tree)`` and keeps no second moment.
+    * ``normalization="rms"``: Adam's :math:`\hat m_t / (\sqrt{\hat v_t} +
+      \epsilon)` (with ``beta2``, ``eps``); this is how Adam, AMSGrad and
+      AdaBound adapt, and it excludes ``variance_adaptation``.
+    * ``max_tracking``: use the running max of the raw second moment (AMSGrad).
+    * ``bounds``: AdaBound's dynamic bounds on the per-element rate
+      :math:`a_t r_t`, as :class:`Bounds` or ``{"final_lr": ..., "gamma": ...}``.
+      With ``normalization="rms"`` the rate is AdaBound's
+      :math:`\sqrt{1-\beta_2^t}/((1-\beta_1^t)(\sqrt{v_t}+\epsilon))` times the
+      raw :math:`m_t`.
+    * ``bias_correction=False``: no debiasing (AMSGrad's paper form).
+    * ``weight_decay``: coupled L2 (``g <- g + lambda p``, before everything) or,
+      with ``decoupled=True``, ``u <- u - a_t lambda p`` as ``optax.adamw``.
+      ``None`` leaves the chain without a weight-decay slot; a number, even 0,
+      keeps one, so the state's structure does not depend on the value.
+
+    Combinations that are not well defined raise ``ValueError`` saying why;
+    combinations that no paper named are allowed, e.g. variance-adapted SGD
+    with AdaBound's bounds, ``dissect(lr, variance_adaptation="optimal",
+    bounds={"final_lr": 0.1, "gamma": 1e-3})``.
+
+    Args:
+      learning_rate: the rate :math:`a_t`, a float or an optax schedule.
+      momentum: build the direction from the momentum (True) or the gradient.
+      direction: ``"raw"`` or ``"sign"``.
+      variance_adaptation: ``None``, ``"optimal"`` or ``"adam"``.
+      variance: ``"ema"`` or ``"minibatch"``.
+      normalization: ``None`` or ``"rms"``.
+      max_tracking: track the max of the second moment.
+      bounds: ``None``, a :class:`Bounds` or a dict of its fields.
+      beta: decay of the first moment (of both with variance adaptation).
+      beta2: decay of the second moment with ``normalization="rms"`` (0.999).
+      eps: added to :math:`\sqrt{v}` with ``normalization="rms"``.
+      bias_correction: debias the moments.
+      weight_decay: ``None`` or :math:`\lambda \geq 0`.
+      decoupled: decoupled rather than coupled weight decay.
+      mask: which parameters decay (a tree of bools or a callable), as in
+        ``optax.add_decayed_weights``.
+      mu_dtype: dtype of the first moment (default: the parameters').
+      nu_dtype: dtype of the second-moment buffers (default: the parameters',
+        float32 for 16-bit parameters).
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs`:
+      ``optax.chain([coupled decay], scale_by_dissection, [decoupled decay],
+      scale_by_learning_rate)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import optax, optax_signvar
+      >>> f = lambda x: jnp.sum((x - 1.0) ** 2)
+      >>> opt = optax_signvar.dissect(0.1, variance_adaptation="optimal",
+      ...                             bounds={"final_lr": 0.1, "gamma": 1e-2})
+      >>> params = jnp.zeros(3)
+      >>> state = opt.init(params)
+      >>> for _ in range(200):
+      ...   updates, state = opt.update(jax.grad(f)(params), state, params)
+      ...   params = optax.apply_updates(params, updates)
+      >>> print(f"{f(params):.2f}")
+      0.00
+
+    References:
+      Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
+      Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, 2018;
+      Reddi et al., `On the Convergence of Adam and Beyond
+      <https://openreview.net/forum?id=ryQu7f-RZ>`_, 2018;
+      Luo et al., `Adaptive Gradient Methods with Dynamic Bound of Learning
+      Rate <https://openreview.net/forum?id=Bkg3g2R9FX>`_, 2019.
+    """
+    point = Dissection(
+        momentum=momentum,
+        direction=direction,
+        variance_adaptation=variance_adaptation,
+        variance=variance,
+        normalization=normalization,
+        max_tracking=max_tracking,
+        bounds=bounds,
+        bias_correction=bias_correction,
+    )
+    _common.check_rate("learning_rate", learning_rate)
+    core = scale_by_dissection(
+        point,
+        learning_rate=learning_rate,
+        beta=beta,
+        beta2=beta2,
+        eps=eps,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )
+    parts = [core]
+    if weight_decay is not None:
+        parts.insert(len(parts) if decoupled else 0, _weight_decay(weight_decay, mask))
+    return optax.chain(*parts, _scaling.scale_by_learning_rate(learning_rate))
+
+
+def _weight_decay(weight_decay: Any, mask: Any) -> optax.GradientTransformation:
+    """``add_decayed_weights``, or the identity when the decay is a concrete 0.
+
+    Both have an ``EmptyState``, so the state's structure does not depend on the
+    decay (``inject_hyperparams`` turns a 0 into a tracer and keeps the add).
+    """
+    _common.check_range("weight_decay", weight_decay, 0.0)
+    if _common.concrete_value(weight_decay) == 0.0:
+        return optax.identity()
+    return _scaling.add_decayed_weights(weight_decay, mask)
