@@ -216,15 +216,17 @@ def scale_by_dissection(
         _common.check_range("gamma", cfg.bounds.gamma, 0.0, 1.0, low_open=True, high_open=True)
         ratio = _common.rate_ratio(cfg.bounds.final_lr, learning_rate, "final_lr")
 
+    def second_moment(params):
+        return _common.zeros_moment(params, nu_dtype, widen_half=True)
+
     def init_fn(params):
-        nu = None
-        if cfg.uses_second_moment:
-            nu = _common.zeros_moment(params, nu_dtype, widen_half=True)
+        # nu and nu_max are separate buffers: one array in two places of the
+        # state could not be donated to a jitted step.
         return DissectedState(
             count=_common.zero_count(),
             mu=_common.zeros_moment(params, mu_dtype) if cfg.uses_first_moment else None,
-            nu=nu,
-            nu_max=nu if cfg.max_tracking else None,
+            nu=second_moment(params) if cfg.uses_second_moment else None,
+            nu_max=second_moment(params) if cfg.max_tracking else None,
         )
 
     def update_fn(updates, state, params=None, **extra_args):

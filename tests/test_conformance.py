@@ -119,6 +119,18 @@ def test_tree_map_params_and_no_recompilation(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_params_and_state_can_be_donated(name):
+    """No buffer appears twice in the state, so a donated step runs."""
+    opt = make(name)
+    params, _, objective = parabola()
+    step = jax.jit(make_step(opt, objective), donate_argnums=(0, 1))
+    state = opt.init(params)
+    for _ in range(3):
+        params, state = step(params, state)
+    assert np.all(np.isfinite(params))
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_accepts_unknown_extra_args(name):
     opt = make(name)
     params = {"a": jnp.ones(3), "b": jnp.ones((2, 2))}
