@@ -135,14 +135,27 @@ def _direction(cfg: Dissection, updates: Any, mu: Any, mu_hat: Any) -> Any:
     return mu_hat
 
 
-def _variance_of_direction(cfg, mu_hat, nu, beta, count, grad_variance):
-    """Variance of the direction: s_t for g, rho_t * s_t for the debiased momentum."""
-    rho = blocks.relative_variance_rho(beta, count) if cfg.momentum else 1.0
-    if grad_variance is not None:
-        return blocks.scale(grad_variance, rho)
-    denominator = blocks.debias_denominator(beta, count)
-    nu_hat = blocks.bias_correction(nu, denominator)
-    return blocks.variance_estimate(mu_hat, nu_hat, rho * blocks.variance_scale(beta, count))
+def _step_scalars(cfg, count, beta, b2, bound_scale, minibatch: bool) -> dict:
+    """Every per-step scalar of the update (``1 - beta^t``, ``rho(beta, t)``, the
+    bounds), computed once per step, not once per leaf."""
+    out = {}
+    if cfg.uses_first_moment and cfg.bias_correction:
+        out["den1"] = blocks.debias_denominator(beta, count)
+    if cfg.normalization == "rms" and cfg.bias_correction:
+        out["den2"] = blocks.debias_denominator(b2, count)
+    if cfg.normalization == "rms" and cfg.bounds is not None:
+        # AdaBound folds the bias corrections into one scalar step.
+        step = jnp.sqrt(out["den2"]) if cfg.bias_correction else jnp.ones([])
+        out["step"] = step / out["den1"] if "den1" in out and cfg.momentum else step
+    if cfg.variance_adaptation is not None:
+        # the variance of the direction: s_t for g, rho_t * s_t for the momentum
+        rho = blocks.relative_variance_rho(beta, count) if cfg.momentum else 1.0
+        out["var_scale"] = jnp.asarray(
+            rho if minibatch else rho * blocks.variance_scale(beta, count)
+        )
+    if cfg.bounds is not None:
+        out["lower"], out["upper"] = blocks.dynamic_bounds(bound_scale, cfg.bounds.gamma, count)
+    return out
 
 
 def scale_by_dissection(
@@ -253,28 +266,25 @@ def scale_by_dissection(
         new_state = DissectedState(count, mu, nu, nu_max)
         second = nu_max if cfg.max_tracking else nu
 
-        mu_hat = mu
-        if mu is not None and cfg.bias_correction:
-            mu_hat = blocks.bias_correction(mu, blocks.debias_denominator(beta, count))
+        k = _step_scalars(cfg, count, beta, b2, bound_scale, grad_variance is not None)
+        mu_hat = blocks.bias_correction(mu, k["den1"]) if "den1" in k else mu
 
         rate = None
         if cfg.normalization == "rms" and cfg.bounds is None:
-            nu_eff = second
-            if cfg.bias_correction:
-                nu_eff = blocks.bias_correction(second, blocks.debias_denominator(b2, count))
+            nu_eff = blocks.bias_correction(second, k["den2"]) if "den2" in k else second
             direction = blocks.rms_normalize(mu_hat if cfg.momentum else updates, nu_eff, eps)
         elif cfg.normalization == "rms":
-            # AdaBound folds the bias corrections into one scalar step and adds
-            # eps to the root of the raw v: a different eps placement from Adam.
-            step = jnp.sqrt(blocks.debias_denominator(b2, count)) if cfg.bias_correction else 1.0
-            if cfg.momentum and cfg.bias_correction:
-                step = step / blocks.debias_denominator(beta, count)
-            rate = blocks.adaptive_rate(second, eps, step)
+            # AdaBound adds eps to the root of the raw v: not Adam's eps placement.
+            rate = blocks.adaptive_rate(second, eps, k["step"])
             direction = mu if cfg.momentum else updates
         else:
             direction = _direction(cfg, updates, mu, mu_hat)
             if cfg.variance_adaptation is not None:
-                variance = _variance_of_direction(cfg, mu_hat, second, beta, count, grad_variance)
+                if grad_variance is not None:
+                    variance = blocks.scale(grad_variance, k["var_scale"])
+                else:
+                    nu_hat = blocks.bias_correction(second, k["den1"])
+                    variance = blocks.variance_estimate(mu_hat, nu_hat, k["var_scale"])
                 if cfg.direction == "raw" and cfg.variance_adaptation == "optimal":
                     rate = blocks.variance_factor(mu_hat, variance)
                 else:
@@ -282,11 +292,10 @@ def scale_by_dissection(
                     rate = blocks.sign_variance_factor(mu_hat, variance, form)
 
         if cfg.bounds is not None:
-            lower, upper = blocks.dynamic_bounds(bound_scale, cfg.bounds.gamma, count)
             if rate is None:
-                direction = blocks.scale(direction, jnp.clip(1.0, lower, upper))
+                direction = blocks.scale(direction, jnp.clip(1.0, k["lower"], k["upper"]))
             else:
-                rate = blocks.clip_rate(rate, lower, upper)
+                rate = blocks.clip_rate(rate, k["lower"], k["upper"])
         out = direction if rate is None else blocks.multiply(rate, direction)
         return _common.cast_like(out, updates), new_state
 
