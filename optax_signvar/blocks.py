@@ -397,6 +397,7 @@ def sign_variance_factor(direction: Tree, variance: Tree, form: str = "erf") -> 
         return tree_map(jnp.sqrt, variance_factor(direction, variance))
     if form != "erf":
         raise ValueError(f"form must be one of {SIGN_FACTORS}, got {form!r}.")
+
     def leaf(d, s):
         d2 = jnp.square(d.astype(s.dtype))
         # 1/(sqrt(2) eta) = sqrt(d^2 / (2 s)): infinite (erf -> 1) when s = 0 < d^2;
