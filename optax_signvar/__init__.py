@@ -29,6 +29,7 @@ from optax_signvar.alias import (
     ssd,
     svag,
 )
+from optax_signvar.checkpoint import restore_state, save_state
 from optax_signvar.core import Bounds, DissectedState, Dissection, scale_by_dissection
 from optax_signvar.dissecting import (
     scale_by_debiased_momentum,
@@ -39,6 +40,7 @@ from optax_signvar.dissecting import (
     scale_by_svag,
 )
 from optax_signvar.factory import dissect
+from optax_signvar.minibatch import per_example_grad_moments
 
 __version__ = "0.1.0"
 
@@ -61,6 +63,9 @@ __all__ = [
     "m_ssd",
     "m_svag",
     "m_vassd",
+    "per_example_grad_moments",
+    "restore_state",
+    "save_state",
     "scale_by_adabound",
     "scale_by_adam",
     "scale_by_amsgrad",
