@@ -41,6 +41,7 @@ from optax_signvar.dissecting import (
 )
 from optax_signvar.factory import dissect
 from optax_signvar.minibatch import per_example_grad_moments
+from optax_signvar.monitoring import diagnostics
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,7 @@ __all__ = [
     "amsboundw",
     "amsgrad",
     "blocks",
+    "diagnostics",
     "m_sgd",
     "m_ssd",
     "m_svag",

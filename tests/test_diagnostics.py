@@ -1,0 +1,312 @@
+"""optax_signvar.diagnostics: per-step scalars read from an optimizer state."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_signvar as osv
+from optax_signvar.monitoring import diagnostics
+
+STAT_KEYS = {
+    "count",
+    "active_fraction",
+    "gamma_mean",
+    "gamma_q10",
+    "gamma_q50",
+    "gamma_q90",
+    "gamma_below_half",
+    "eta2_median",
+    "sign_agreement",
+}
+BOUND_KEYS = {"lower_bound", "upper_bound", "clipped_lower", "clipped_upper"}
+
+
+def _params():
+    return {"w": jnp.zeros((40, 5)), "b": jnp.zeros(7), "frozen": jnp.zeros(13)}
+
+
+def _grads(i, params, noise=1.0):
+    """Per-coordinate signals from clear to buried in noise, at scales 1e-2..1e2 (numpy:
+    no jax op to compile); "frozen" never gets a gradient, so its coordinates stay inactive."""
+    rng = np.random.default_rng(i)
+    out = {}
+    for name, p in sorted(params.items()):
+        n = p.size
+        mean = np.linspace(-1.0, 1.0, n) + noise * rng.standard_normal(n)
+        g = 0.0 * mean if name == "frozen" else np.logspace(-2, 2, n) * mean
+        out[name] = jnp.asarray(g.reshape(p.shape), p.dtype)
+    return out
+
+
+def _run(opt, steps=6, params=None):
+    params = _params() if params is None else params
+    state, update = opt.init(params), jax.jit(opt.update)
+    grads = None
+    for i in range(steps):
+        grads = _grads(i, params)
+        _, state = update(grads, state, params)
+    return state, grads
+
+
+def _inner(state):
+    (found,) = [
+        x
+        for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, osv.DissectedState))
+        if isinstance(x, osv.DissectedState)
+    ]
+    return found
+
+
+def _flat(tree):
+    return np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(tree)])
+
+
+def _numpy_stats(state, beta, beta2, grads=None):
+    """Dissecting Adam's quantities in float64 numpy, from the state's buffers."""
+    s = _inner(state)
+    t = int(s.count)
+    m = _flat(s.mu)
+    v = _flat(s.nu_max if s.nu_max is not None else s.nu)
+    active = (m != 0) | (v > 0)
+    mh, vh = m / (1 - beta**t), v / (1 - beta2**t)
+    rho = (1 - beta) * (1 + beta**t) / ((1 + beta) * (1 - beta**t))
+    s_t = np.maximum(vh - mh**2, 0) / (1 - rho) if t >= 2 else np.zeros_like(mh)
+    var = rho * s_t
+    a_m, a_var = mh[active], var[active]
+    gamma = a_m**2 / (a_m**2 + a_var)
+    with np.errstate(divide="ignore"):
+        eta2 = np.where(a_m != 0, a_var / a_m**2, np.inf)
+        z = np.sqrt(a_m**2 / (2 * a_var))
+    agree = 0.5 * (1 + np.array([math.erf(x) for x in z]))
+    out = {
+        "count": t,
+        "active_fraction": active.mean(),
+        "gamma_mean": gamma.mean(),
+        "gamma_below_half": (gamma < 0.5).mean(),
+        "eta2_median": np.median(eta2),
+        "sign_agreement": agree.mean(),
+    }
+    for q in (0.1, 0.5, 0.9):
+        out[f"gamma_q{round(100 * q)}"] = np.quantile(gamma, q)
+    if grads is not None:
+        g = _flat(grads)
+        out["grad_norm"] = np.linalg.norm(g)
+        out["grad_cosine"] = g @ m / (np.linalg.norm(g) * np.linalg.norm(m))
+    return out, active, v
+
+
+def _check_ranges(d):
+    qs = [float(d[k]) for k in ("gamma_q10", "gamma_q50", "gamma_q90")]
+    assert 0.0 <= qs[0] <= qs[1] <= qs[2] <= 1.0
+    for k in ("gamma_mean", "gamma_below_half", "active_fraction"):
+        assert 0.0 <= float(d[k]) <= 1.0, k
+    assert 0.5 <= float(d["sign_agreement"]) <= 1.0
+    assert float(d["eta2_median"]) >= 0.0
+    assert all(v.dtype == jnp.float32 and v.shape == () for v in d.values())
+
+
+@pytest.mark.parametrize(
+    "name, opt, beta, beta2",
+    [
+        ("m_svag", osv.m_svag(0.1), 0.9, None),
+        ("m_svag_beta", osv.m_svag(0.1, beta=0.7), 0.7, None),
+        ("adam", osv.adam(1e-3, b1=0.8, b2=0.99), 0.8, 0.99),
+        ("amsgrad", osv.amsgrad(1e-3), 0.9, 0.999),
+    ],
+)
+def test_matches_numpy(name, opt, beta, beta2):
+    state, grads = _run(opt)
+    d = diagnostics(state, beta=beta, beta2=beta2, grads=grads, max_coordinates=None)
+    expected, _, _ = _numpy_stats(state, beta, beta if beta2 is None else beta2, grads)
+    assert set(d) == STAT_KEYS | {"grad_norm", "grad_cosine"}
+    for key, want in expected.items():
+        np.testing.assert_allclose(float(d[key]), want, rtol=2e-5, atol=1e-6, err_msg=key)
+    assert float(d["active_fraction"]) == pytest.approx(207 / 220)
+    _check_ranges(d)
+    # the default max_coordinates (16,384) is exact for this size
+    default = diagnostics(state, beta=beta, beta2=beta2, grads=grads)
+    for key in d:
+        assert float(default[key]) == float(d[key]), key
+
+
+def test_jit_gives_the_same_numbers():
+    state, grads = _run(osv.m_svag(0.1))
+    eager = diagnostics(state, grads=grads)
+    jitted = jax.jit(lambda s, g: diagnostics(s, grads=g))(state, grads)
+    assert set(eager) == set(jitted)
+    for key in eager:
+        np.testing.assert_allclose(jitted[key], eager[key], rtol=1e-6, err_msg=key)
+
+
+def test_first_step_is_noise_free_and_fresh_state_is_nan():
+    opt = osv.m_svag(0.1)
+    params = _params()
+    fresh = diagnostics(opt.init(params))
+    assert float(fresh["count"]) == 0 and float(fresh["active_fraction"]) == 0
+    assert all(np.isnan(float(fresh[k])) for k in STAT_KEYS - {"count", "active_fraction"})
+    # t = 1: s_1 = 0, so gamma = 1 and the sign is certain wherever m != 0
+    d = diagnostics(_run(opt, steps=1)[0])
+    assert float(d["gamma_mean"]) == 1.0 and float(d["gamma_q10"]) == 1.0
+    assert float(d["eta2_median"]) == 0.0 and float(d["sign_agreement"]) == 1.0
+
+
+def test_wrappers_find_the_state():
+    plain, grads = _run(osv.m_svag(0.1))
+    want = diagnostics(plain, grads=grads)
+    wrapped = {
+        "inject_hyperparams": optax.inject_hyperparams(osv.m_svag)(learning_rate=0.1),
+        "apply_if_finite": optax.apply_if_finite(osv.m_svag(0.1), 3),
+        "masked": optax.masked(osv.m_svag(0.1), lambda p: jax.tree.map(lambda _: True, p)),
+    }
+    for name, opt in wrapped.items():
+        state, _ = _run(opt)
+        got = diagnostics(state, grads=grads)
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=f"{name}: {key}")
+    # MultiSteps: the inner state after 3 real updates of two averaged mini-batches
+    ms_state, grads = _run(optax.MultiSteps(osv.m_svag(0.1), 2))
+    got = diagnostics(ms_state, grads=grads)
+    assert float(got["count"]) == 3
+    inner = diagnostics(ms_state.inner_opt_state, grads=grads)
+    assert all(float(got[k]) == float(inner[k]) for k in got)
+    _check_ranges(got)
+
+
+def test_masked_state_and_grads():
+    params = _params()
+    mask = {"w": True, "b": False, "frozen": True}
+    state, grads = _run(optax.masked(osv.m_svag(0.1), mask))
+    d = diagnostics(state)  # b is not tracked: 200 + 13 coordinates, 13 of them inactive
+    assert float(d["active_fraction"]) == pytest.approx(200 / 213)
+    with pytest.raises(ValueError, match="do not match the momentum"):
+        diagnostics(state, grads=grads)
+    tracked = {k: v for k, v in grads.items() if mask[k]}
+    d = diagnostics(state, grads=tracked)
+    assert 0.0 < float(d["grad_cosine"]) <= 1.0
+    assert float(d["grad_norm"]) == pytest.approx(np.linalg.norm(_flat(tracked)), rel=1e-6)
+    del params
+
+
+def test_adabound_bounds_and_clipped_shares():
+    schedule = optax.exponential_decay(1e-3, transition_steps=1, decay_rate=0.9)
+    bounds = osv.Bounds(final_lr=0.01, gamma=0.1)
+    opt = osv.adabound(schedule, final_lr=bounds.final_lr, gamma=bounds.gamma)
+    state, _ = _run(opt, steps=5)
+    d = jax.jit(lambda s: diagnostics(s, beta2=0.999, bounds=bounds, learning_rate=schedule))(state)
+    assert set(d) == STAT_KEYS | BOUND_KEYS
+    _check_ranges(d)
+    # step t = 5 used a_t = schedule(4) and f_t = final_lr * a_t / a_0
+    t, a_t = 5, float(schedule(4))
+    f_t = 0.01 * a_t / 1e-3
+    lo, hi = f_t * (1 - 1 / (0.1 * t + 1)), f_t * (1 + 1 / (0.1 * t))
+    assert float(d["lower_bound"]) == pytest.approx(lo, rel=1e-5)
+    assert float(d["upper_bound"]) == pytest.approx(hi, rel=1e-5)
+    assert float(d["lower_bound"]) <= float(d["upper_bound"])
+    # the per-element rates in numpy: the scales 1e-2..1e2 put some below and some above
+    _, active, v = _numpy_stats(state, 0.9, 0.999)
+    rate = a_t * math.sqrt(1 - 0.999**t) / ((1 - 0.9**t) * (np.sqrt(v) + 1e-8))
+    want_lo, want_hi = (rate < lo)[active].mean(), (rate > hi)[active].mean()
+    assert 0 < want_lo < 1 and 0 < want_hi < 1
+    assert float(d["clipped_lower"]) == pytest.approx(want_lo, abs=1e-6)
+    assert float(d["clipped_upper"]) == pytest.approx(want_hi, abs=1e-6)
+    for key in ("clipped_lower", "clipped_upper"):
+        assert 0.0 <= float(d[key]) <= 1.0
+
+
+def test_adabound_under_inject_hyperparams():
+    opt = optax.inject_hyperparams(osv.amsbound)(learning_rate=1e-3, final_lr=0.01, gamma=0.1)
+    state, _ = _run(opt, steps=5)
+    hp = state.hyperparams
+    b = osv.Bounds(hp["final_lr"], hp["gamma"])
+    d = diagnostics(state, beta2=0.999, bounds=b, learning_rate=hp["learning_rate"])
+    assert float(d["lower_bound"]) == pytest.approx(0.01 * (1 - 1 / 1.5), rel=1e-5)
+    assert float(d["upper_bound"]) == pytest.approx(0.01 * 3, rel=1e-5)
+    assert 0.0 <= float(d["clipped_lower"]) + float(d["clipped_upper"]) <= 1.0
+
+
+def test_states_without_both_moments():
+    params = _params()
+    # ssd keeps no moment: the count only (and the gradient norm when given)
+    state, grads = _run(osv.ssd(0.1))
+    assert set(diagnostics(state)) == {"count"}
+    d = diagnostics(state, grads=grads)
+    assert set(d) == {"count", "grad_norm"} and float(d["count"]) == 6
+    # m_sgd keeps the momentum only: its cosine with the gradient too
+    state, grads = _run(osv.m_sgd(0.1))
+    assert set(diagnostics(state, grads=grads)) == {"count", "grad_norm", "grad_cosine"}
+    with pytest.raises(ValueError, match="no second moment"):
+        diagnostics(state, bounds=osv.Bounds(), learning_rate=0.1)
+    del params
+
+
+def test_clear_errors():
+    params = _params()
+    with pytest.raises(ValueError, match="no optax_signvar.DissectedState"):
+        diagnostics(optax.adam(0.1).init(params))
+    with pytest.raises(ValueError, match="found 2 DissectedStates"):
+        diagnostics(optax.chain(osv.m_svag(0.1), osv.adam(0.1)).init(params))
+    state = osv.m_svag(0.1).init(params)
+    with pytest.raises(ValueError, match="pass both or neither"):
+        diagnostics(state, bounds=osv.Bounds())
+    with pytest.raises(ValueError, match=r"quantiles must lie in \[0, 1\]"):
+        diagnostics(state, quantiles=(0.5, 1.5))
+    with pytest.raises(ValueError, match="max_coordinates"):
+        diagnostics(state, max_coordinates=0)
+
+
+def test_custom_quantiles_and_subsampling():
+    state, _ = _run(osv.m_svag(0.1))
+    exact = diagnostics(state, quantiles=(0.25, 0.999), max_coordinates=None)
+    assert {"gamma_q25", "gamma_q99.9"} <= set(exact) and "gamma_q50" not in exact
+    sub = diagnostics(state, quantiles=(0.25, 0.999), max_coordinates=100)
+    # means and shares stay exact; the order statistics come from ~100 of the 207 active
+    for key in ("gamma_mean", "gamma_below_half", "sign_agreement", "active_fraction"):
+        np.testing.assert_allclose(sub[key], exact[key], rtol=1e-6)
+    assert abs(float(sub["gamma_q25"]) - float(exact["gamma_q25"])) < 0.1
+    assert 0.0 <= float(sub["gamma_q25"]) <= float(sub["gamma_q99.9"]) <= 1.0
+    assert 0.5 < float(sub["eta2_median"]) / float(exact["eta2_median"]) < 2.0
+
+
+def test_half_precision_moments_and_strict_promotion():
+    params = {"w": jnp.zeros(64)}
+    state, grads = _run(osv.m_svag(0.1, mu_dtype=jnp.bfloat16), params=params)
+    ab_state, _ = _run(osv.adabound(1e-3), params=params)
+    with jax.numpy_dtype_promotion("strict"):
+        d = jax.jit(lambda s, g: diagnostics(s, grads=g))(state, grads)
+        b = jax.jit(lambda s: diagnostics(s, beta2=0.999, bounds=osv.Bounds(), learning_rate=1e-3))(
+            ab_state
+        )
+    assert all(v.dtype == jnp.float32 for v in [*d.values(), *b.values()])
+    _check_ranges(d)
+
+
+def test_flax_nnx_optimizer_state():
+    nnx = pytest.importorskip("flax.nnx")
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, osv.m_svag(0.1), wrt=nnx.Param)
+    x = jax.random.normal(jax.random.key(0), (16, 3))
+    for _ in range(2):
+        grads = nnx.grad(lambda m: jnp.mean(m(x) ** 2))(model)
+        optimizer.update(model, grads)
+    d = diagnostics(optimizer.opt_state, grads=grads)
+    assert float(d["count"]) == 2 and float(d["active_fraction"]) == 1.0
+    _check_ranges(d)
+
+
+def test_example_runs(capsys):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("tqdm")
+    from benchmarks.diagnostics_example import main
+
+    history = main(["--steps", "12", "--no-progress"])
+    assert len(history["loss"]) == len(history["gamma_mean"]) == 12
+    assert history["gamma_mean"][0] == 1.0  # the first M-SVAG step is an SGD step
+    assert 0.0 < history["active_fraction"][-1] < 1.0  # digits has constant border pixels
+    out = capsys.readouterr().out
+    assert "P(sign)" in out and "test accuracy" in out
