@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pathlib
 import re
+import textwrap
 
 import pytest
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+# blocks inside list items are indented: dedent them
+BLOCKS = [
+    textwrap.dedent(b) for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+]
 
 
 def test_readme_has_examples():
