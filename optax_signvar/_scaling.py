@@ -17,7 +17,12 @@ from optax_signvar import blocks
 
 
 def _scale(step_size: Any) -> optax.GradientTransformationExtraArgs:
-    def update_fn(updates, state, params=None, **extra_args):
+    def update_fn(
+        updates: optax.Updates,
+        state: optax.OptState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, optax.OptState]:
         del params, extra_args
         return blocks.tree_map(lambda g: jnp.asarray(step_size).astype(g.dtype) * g, updates), state
 
@@ -31,7 +36,8 @@ def scale_by_learning_rate(
     before the increment), strict-promotion safe."""
     if callable(learning_rate):
         return optax.with_extra_args_support(
-            optax.scale_by_schedule(lambda count: -learning_rate(count))
+            # Schedule returns ArrayLike, whose np.bool_ has no unary minus; a rate is a number.
+            optax.scale_by_schedule(lambda count: -learning_rate(count))  # pyright: ignore[reportOperatorIssue]
         )
     return _scale(-learning_rate)
 
@@ -39,7 +45,12 @@ def scale_by_learning_rate(
 def add_decayed_weights(weight_decay: Any, mask: Any = None) -> optax.GradientTransformation:
     """``optax.add_decayed_weights``: ``u + weight_decay * p``, strict-promotion safe."""
 
-    def update_fn(updates, state, params=None, **extra_args):
+    def update_fn(
+        updates: optax.Updates,
+        state: optax.OptState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, optax.OptState]:
         del extra_args
         if params is None:
             raise ValueError("weight decay needs the params: call update(grads, state, params).")

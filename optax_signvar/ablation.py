@@ -88,10 +88,17 @@ def ablate(
     return rows
 
 
-def _run(opt, loss_fn, init_params, eval_fn, steps, seeds):
+def _run(
+    opt: optax.GradientTransformation,
+    loss_fn: Callable[..., Any],
+    init_params: Any,
+    eval_fn: Callable[[Any], Any] | None,
+    steps: int,
+    seeds: Iterable[int],
+) -> Any:
     def one_seed(key):
         init_key, step_key = jax.random.split(key)
-        params = init_params(init_key) if callable(init_params) else init_params
+        params: Any = init_params(init_key) if callable(init_params) else init_params
 
         def step(carry, k):
             params, state = carry

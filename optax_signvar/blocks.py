@@ -94,6 +94,20 @@ def step_float(count: jax.Array, like: Scalar = 0.0) -> jax.Array:
 
     Casting the int32 count explicitly keeps ``beta ** t`` well defined under
     strict dtype promotion and in float64 when ``like`` is float64.
+
+    Args:
+      count: the int32 step count.
+      like: a hyperparameter whose floating dtype to use (the default float
+        dtype when it is not floating).
+
+    Returns:
+      ``count`` as a 0-d float array.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from optax_signvar import blocks
+      >>> blocks.step_float(jnp.int32(3), 0.9)
+      Array(3., dtype=float32)
     """
     dtype = jnp.result_type(like)
     if not jnp.issubdtype(dtype, jnp.floating):
@@ -278,6 +292,12 @@ def bias_correction(moment: Tree, denominator: Scalar) -> Tree:
 def sign(tree: Tree) -> Tree:
     """Elementwise sign (0 at 0), dtype preserved.
 
+    Args:
+      tree: a pytree of arrays.
+
+    Returns:
+      The tree of signs, each leaf in its own dtype.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from optax_signvar import blocks
@@ -289,6 +309,13 @@ def sign(tree: Tree) -> Tree:
 
 def running_max(previous: Tree, current: Tree) -> Tree:
     r"""Max-tracking (AMSGrad): :math:`\hat v_t = \max(\hat v_{t-1}, v_t)`.
+
+    Args:
+      previous: the running max so far.
+      current: the new second moment.
+
+    Returns:
+      The elementwise max, in the dtype of ``previous``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -413,6 +440,13 @@ def sign_variance_factor(direction: Tree, variance: Tree, form: str = "erf") -> 
 def multiply(factor: Tree, direction: Tree) -> Tree:
     """Elementwise ``factor * direction``, in the dtype of ``factor``.
 
+    Args:
+      factor: per-element factors (e.g. a variance factor or a clipped rate).
+      direction: a tree of the same structure.
+
+    Returns:
+      The product, in the dtype of ``factor``.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from optax_signvar import blocks
@@ -425,6 +459,13 @@ def multiply(factor: Tree, direction: Tree) -> Tree:
 def scale(tree: Tree, factor: Scalar) -> Tree:
     """Every leaf times one scalar, cast to the leaf's dtype.
 
+    Args:
+      tree: a pytree of arrays.
+      factor: a scalar.
+
+    Returns:
+      The scaled tree, each leaf in its own dtype.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from optax_signvar import blocks
@@ -436,6 +477,14 @@ def scale(tree: Tree, factor: Scalar) -> Tree:
 
 def clip_rate(rate: Tree, lower: Scalar, upper: Scalar) -> Tree:
     r"""Clips a per-element rate into ``[lower, upper]`` (AdaBound).
+
+    Args:
+      rate: per-element rates.
+      lower: the scalar lower bound.
+      upper: the scalar upper bound.
+
+    Returns:
+      The clipped rates, in their own dtype.
 
     Example:
       >>> import jax.numpy as jnp

@@ -43,7 +43,7 @@ _INSTALL_HINT = (
 )
 
 
-def _orbax():
+def _orbax() -> Any:
     try:
         import orbax.checkpoint as ocp
     except ImportError as err:
@@ -51,12 +51,12 @@ def _orbax():
     return ocp
 
 
-def _key(path) -> str:
+def _key(path: Any) -> str:
     """A key path as a dotted string; attribute, dict and sequence keys alike."""
     return jax.tree_util.keystr(tuple(path), simple=True, separator=".")
 
 
-def _abstract(leaf) -> jax.ShapeDtypeStruct:
+def _abstract(leaf: Any) -> jax.ShapeDtypeStruct:
     if isinstance(leaf, jax.ShapeDtypeStruct):
         return leaf
     sharding = leaf.sharding if isinstance(leaf, jax.Array) else None

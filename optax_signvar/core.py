@@ -12,7 +12,7 @@ exactly one place where the moments are updated and combined.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +50,8 @@ class DissectedState(NamedTuple):
       nu_max: running max of the raw ``nu`` (max-tracking).
     """
 
-    count: jax.Array
+    # the field shadows tuple.count, as in optax's own states (ScaleByAdamState)
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]
     mu: optax.Updates | None = None
     nu: optax.Updates | None = None
     nu_max: optax.Updates | None = None
@@ -78,7 +79,7 @@ class Dissection:
     bounds: Bounds | None = None
     bias_correction: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _one_of("direction", self.direction, DIRECTIONS)
         _one_of("variance_adaptation", self.variance_adaptation, ADAPTATIONS)
         _one_of("variance", self.variance, VARIANCES)
@@ -229,10 +230,10 @@ def scale_by_dissection(
         _common.check_range("gamma", cfg.bounds.gamma, 0.0, 1.0, low_open=True, high_open=True)
         ratio = _common.rate_ratio(cfg.bounds.final_lr, learning_rate, "final_lr")
 
-    def second_moment(params):
+    def second_moment(params: optax.Params) -> Any:
         return _common.zeros_moment(params, nu_dtype, widen_half=True)
 
-    def init_fn(params):
+    def init_fn(params: optax.Params) -> DissectedState:
         # nu and nu_max are separate buffers: one array in two places of the
         # state could not be donated to a jitted step.
         return DissectedState(
@@ -242,7 +243,12 @@ def scale_by_dissection(
             nu_max=second_moment(params) if cfg.max_tracking else None,
         )
 
-    def update_fn(updates, state, params=None, **extra_args):
+    def update_fn(
+        updates: optax.Updates,
+        state: DissectedState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, DissectedState]:
         del params
         grad_variance = extra_args.get("grad_variance")
         if cfg.variance == "minibatch" and grad_variance is None:
@@ -255,7 +261,8 @@ def scale_by_dissection(
         bound_scale = None
         if ratio is not None:
             bound_scale = ratio(state.count) if callable(ratio) else ratio
-        count = optax.safe_increment(state.count)
+        # safe_increment is typed ArrayLike -> ArrayLike; given an int32 Array it returns one
+        count = cast(jax.Array, optax.safe_increment(state.count))
         mu = nu = nu_max = None
         if cfg.uses_first_moment:
             mu = blocks.ema(updates, state.mu, beta)
@@ -299,4 +306,7 @@ def scale_by_dissection(
         out = direction if rate is None else blocks.multiply(rate, direction)
         return _common.cast_like(out, updates), new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    # optax's OptState (ArrayTree) has no None leaves, which DissectedState's unused
+    # buffers are, and its update protocol takes any OptState where this one reads a
+    # DissectedState.
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # pyright: ignore[reportArgumentType]

@@ -25,6 +25,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import time
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -54,14 +57,14 @@ OPTIMIZERS = {
 _EXTRAS_HINT = 'install the examples extras: pip install -e ".[examples]"'
 
 
-def _require(module: str, package: str):
+def _require(module: str, package: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
         raise SystemExit(f"optax_signvar.demo needs {package}; {_EXTRAS_HINT}") from None
 
 
-def load_data(split_seed: int = 0):
+def load_data(split_seed: int = 0) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Standardized digits as float32 arrays ``(x_train, y_train, x_test, y_test)``.
 
     The split is fixed by ``split_seed`` (not the demo's ``--seed``), so runs
@@ -77,14 +80,14 @@ def load_data(split_seed: int = 0):
     # some border pixels are constant, hence the floor on the scale.
     mean, std = x_tr.mean(0), np.maximum(x_tr.std(0), 1e-6)
 
-    def standardize(a):
+    def standardize(a: np.ndarray) -> jax.Array:
         return jnp.asarray((a - mean) / std, jnp.float32)
 
     return standardize(x_tr), jnp.asarray(y_tr), standardize(x_te), jnp.asarray(y_te)
 
 
-def init_mlp(key, sizes=(64, 64, 10)):
-    params = {}
+def init_mlp(key: jax.Array, sizes: Sequence[int] = (64, 64, 10)) -> dict[str, jax.Array]:
+    params: dict[str, jax.Array] = {}
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         key, sub = jax.random.split(key)
         # Glorot-normal scaling keeps tanh units out of saturation at the start.
@@ -94,29 +97,37 @@ def init_mlp(key, sizes=(64, 64, 10)):
     return params
 
 
-def mlp(params, x):
+def mlp(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
     h = jnp.tanh(x @ params["w0"] + params["b0"])
     return h @ params["w1"] + params["b1"]
 
 
-def loss_fn(params, x, y):
+def loss_fn(params: dict[str, jax.Array], x: jax.Array, y: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(mlp(params, x), y).mean()
 
 
-def accuracy(params, x, y):
+def accuracy(params: dict[str, jax.Array], x: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.mean(jnp.argmax(mlp(params, x), -1) == y)
 
 
-def make_epoch(opt, batch_size: int):
+def make_epoch(opt: optax.GradientTransformation, batch_size: int) -> Callable[..., Any]:
     """One jittable epoch: shuffle, ``lax.scan`` over the full batches, evaluate."""
 
-    def step(carry, batch):
+    def step(carry: tuple[Any, Any], batch: tuple[jax.Array, jax.Array]) -> tuple[Any, None]:
         params, state = carry
         grads = jax.grad(loss_fn)(params, *batch)
         updates, state = opt.update(grads, state, params)
         return (optax.apply_updates(params, updates), state), None
 
-    def epoch(params, state, key, x_tr, y_tr, x_te, y_te):
+    def epoch(
+        params: Any,
+        state: Any,
+        key: jax.Array,
+        x_tr: jax.Array,
+        y_tr: jax.Array,
+        x_te: jax.Array,
+        y_te: jax.Array,
+    ) -> tuple[Any, Any, tuple[jax.Array, jax.Array]]:
         # Dropping the ragged last batch keeps every step's shape static for scan.
         n_batches = x_tr.shape[0] // batch_size
         idx = jax.random.permutation(key, x_tr.shape[0])[: n_batches * batch_size]
@@ -128,7 +139,14 @@ def make_epoch(opt, batch_size: int):
     return jax.jit(epoch)
 
 
-def train(name, params, data, epoch_keys, batch_size, progress=None):
+def train(
+    name: str,
+    params: Any,
+    data: tuple[jax.Array, ...],
+    epoch_keys: Sequence[jax.Array],
+    batch_size: int,
+    progress: Any = None,
+) -> tuple[list[float], list[float], float]:
     """Train one optimizer; returns the per-epoch train loss and test accuracy and the seconds."""
     opt = OPTIMIZERS[name]()
     state = opt.init(params)
@@ -137,7 +155,8 @@ def train(name, params, data, epoch_keys, batch_size, progress=None):
     # (thread pools, buffers), which would otherwise land on whichever
     # optimizer runs first; params and state are immutable, so it has no effect.
     jax.block_until_ready(epoch(params, state, epoch_keys[0], *data))
-    losses, accs = [], []
+    losses: list[float] = []
+    accs: list[float] = []
     start = time.perf_counter()
     for key in epoch_keys:
         params, state, (loss, acc) = epoch(params, state, key, *data)
@@ -151,7 +170,7 @@ def train(name, params, data, epoch_keys, batch_size, progress=None):
     return losses, accs, time.perf_counter() - start
 
 
-def plot(histories, path):
+def plot(histories: dict[str, tuple[list[float], list[float]]], path: str) -> None:
     # A bare Figure renders with Agg without pyplot, so the process's global
     # backend (and any interactive session importing this) is left alone.
     figure = _require("matplotlib.figure", "matplotlib")
@@ -167,9 +186,9 @@ def plot(histories, path):
     fig.savefig(path, dpi=120)
 
 
-def parse_args(argv=None):
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m optax_signvar.demo", description=__doc__.split("\n")[0]
+        prog="python -m optax_signvar.demo", description=(__doc__ or "").split("\n")[0]
     )
     p.add_argument("--epochs", type=int, default=30, help="passes over the train set (default: 30)")
     p.add_argument("--batch-size", type=int, default=64, help="(default: 64)")
@@ -191,7 +210,7 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Run the comparison and print the table.
 
     Returns one dict per optimizer: ``name``, ``final_train_loss`` (mean loss on
@@ -213,7 +232,8 @@ def main(argv=None):
     if not args.no_progress:
         tqdm = _require("tqdm", "tqdm").tqdm
         progress = tqdm(total=len(args.optimizers) * args.epochs, unit="epoch")
-    results, histories = [], {}
+    results: list[dict[str, Any]] = []
+    histories: dict[str, tuple[list[float], list[float]]] = {}
     try:
         for name in args.optimizers:
             losses, accs, seconds = train(name, params, data, epoch_keys, args.batch_size, progress)

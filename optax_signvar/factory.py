@@ -129,7 +129,8 @@ def dissect(
         variance=variance,
         normalization=normalization,
         max_tracking=max_tracking,
-        bounds=bounds,
+        # Dissection.__post_init__ turns a mapping into Bounds (a converter pyright can't see)
+        bounds=bounds,  # pyright: ignore[reportArgumentType]
         bias_correction=bias_correction,
     )
     _common.check_rate("learning_rate", learning_rate)
@@ -142,7 +143,7 @@ def dissect(
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
     )
-    parts = [core]
+    parts: list[optax.GradientTransformation] = [core]
     if weight_decay is not None:
         parts.insert(len(parts) if decoupled else 0, _weight_decay(weight_decay, mask))
     return optax.chain(*parts, _scaling.scale_by_learning_rate(learning_rate))

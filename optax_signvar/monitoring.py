@@ -57,6 +57,11 @@ def _leaves(tree: Any) -> list[jax.Array] | None:
     """
     if tree is None:
         return None
+    return _arrays(tree)
+
+
+def _arrays(tree: Any) -> list[jax.Array]:
+    """The arrays of a tree that is not ``None``, as :func:`_leaves` flattens them."""
     return [jnp.asarray(x) for x in jax.tree.leaves(tree)]
 
 
@@ -69,14 +74,16 @@ def _total(leaves: list[jax.Array]) -> jax.Array:
     return sum((jnp.sum(x, dtype=_F32) for x in leaves), jnp.zeros([], _F32))
 
 
-def _masked_mean(values: list[jax.Array], active: list[jax.Array], n_active: jax.Array):
+def _masked_mean(
+    values: list[jax.Array], active: list[jax.Array], n_active: jax.Array
+) -> jax.Array:
     """Mean of ``values`` over the active coordinates (NaN when there are none)."""
     pairs = zip(values, active, strict=True)
     total = _total([jnp.where(a, v.astype(_F32), 0.0) for v, a in pairs])
     return total / n_active
 
 
-def _sample(leaves_by_tree: list[list[jax.Array]], max_coordinates: int | None):
+def _sample(leaves_by_tree: list[list[jax.Array]], max_coordinates: int | None) -> list[jax.Array]:
     """The coordinates the quantiles are taken over, one flat array per tree.
 
     All of them when there are at most ``max_coordinates``; otherwise about
@@ -318,6 +325,12 @@ def diagnostics(
     second = nu_max if nu_max is not None else nu  # the buffer the update used
     out = {"count": count.astype(_F32)}
 
+    if bounds is not None and (mu is None or second is None):
+        raise ValueError(
+            "diagnostics: bounds need AdaBound's state, with both moments; this state "
+            "keeps " + ("no second moment." if mu is not None else "no momentum.")
+        )
+
     if mu is not None and second is not None:
         mu32, second32 = _widen(mu), _widen(second)
         active = [(m != 0) | (v > 0) for m, v in zip(mu32, second32, strict=True)]
@@ -339,31 +352,27 @@ def diagnostics(
         agreement = [(1.0 + f) / 2.0 for f in erf_factor]
         out["sign_agreement"] = _masked_mean(agreement, active, n_active)
 
-    if bounds is not None:
-        if mu is None or second is None:
-            raise ValueError(
-                "diagnostics: bounds need AdaBound's state, with both moments; this state "
-                "keeps " + ("no second moment." if mu is not None else "no momentum.")
-            )
-        _common.check_rate("learning_rate", learning_rate)
-        # the rate and the bounds of step t, formed as scale_by_dissection forms them
-        before = jnp.maximum(count - 1, 0)
-        ratio = _common.rate_ratio(bounds.final_lr, learning_rate, "final_lr")
-        ratio = ratio(before) if callable(ratio) else ratio
-        a_t = learning_rate(before) if callable(learning_rate) else learning_rate
-        lower, upper = blocks.dynamic_bounds(ratio, bounds.gamma, count)
-        den1, den2 = (blocks.debias_denominator(b, count) for b in (beta, beta2))
-        step = jnp.sqrt(den2) / den1
-        rate = blocks.adaptive_rate(second32, eps, step)
-        below = [r < lower.astype(r.dtype) for r in rate]
-        above = [r > upper.astype(r.dtype) for r in rate]
-        out["lower_bound"] = jnp.asarray(a_t * lower)
-        out["upper_bound"] = jnp.asarray(a_t * upper)
-        out["clipped_lower"] = _masked_mean(below, active, n_active)
-        out["clipped_upper"] = _masked_mean(above, active, n_active)
+        # bounds imply learning_rate (checked above); both moments were checked too
+        if bounds is not None and learning_rate is not None:
+            _common.check_rate("learning_rate", learning_rate)
+            # the rate and the bounds of step t, formed as scale_by_dissection forms them
+            before = jnp.maximum(count - 1, 0)
+            ratio = _common.rate_ratio(bounds.final_lr, learning_rate, "final_lr")
+            ratio = ratio(before) if callable(ratio) else ratio
+            a_t = learning_rate(before) if callable(learning_rate) else learning_rate
+            lower, upper = blocks.dynamic_bounds(ratio, bounds.gamma, count)
+            den1, den2 = (blocks.debias_denominator(b, count) for b in (beta, beta2))
+            step = jnp.sqrt(den2) / den1
+            rate = blocks.adaptive_rate(second32, eps, step)
+            below = [r < lower.astype(r.dtype) for r in rate]
+            above = [r > upper.astype(r.dtype) for r in rate]
+            out["lower_bound"] = jnp.asarray(a_t * lower)
+            out["upper_bound"] = jnp.asarray(a_t * upper)
+            out["clipped_lower"] = _masked_mean(below, active, n_active)
+            out["clipped_upper"] = _masked_mean(above, active, n_active)
 
     if grads is not None:
-        g = _widen(_leaves(grads))
+        g = _widen(_arrays(grads))
         g_norm = jnp.sqrt(_total([x * x for x in g]))
         out["grad_norm"] = g_norm
         if mu is not None:
