@@ -40,6 +40,8 @@ __all__ = [
     "variance_estimate",
     "variance_factor",
     "variance_scale",
+    "momentum_variance_scale",
+    "adabound_step",
     "multiply",
     "scale",
     "rms_normalize",
@@ -187,6 +189,46 @@ def variance_scale(beta: Scalar, count: jax.Array) -> jax.Array:
     one_minus_rho = 1.0 - relative_variance_rho(beta, count)
     defined = (jnp.asarray(count) >= 2) & (one_minus_rho > 0)
     return jnp.where(defined, 1.0 / jnp.where(defined, one_minus_rho, 1.0), 0.0)
+
+
+def momentum_variance_scale(beta: Scalar, count: jax.Array) -> jax.Array:
+    r"""The factor :math:`\rho_t / (1 - \rho_t)` that turns ``vh - mh**2`` into the
+    variance of the debiased momentum, :math:`\rho_t s_t`; 0 at ``t = 1``.
+
+    Args:
+      beta: the EMA decay.
+      count: the step count :math:`t \geq 1`.
+
+    Returns:
+      A scalar: :func:`relative_variance_rho` times :func:`variance_scale`.
+
+    Example:
+      >>> from optax_signvar import blocks
+      >>> print(blocks.momentum_variance_scale(0.9, 1))
+      0.0
+    """
+    return relative_variance_rho(beta, count) * variance_scale(beta, count)
+
+
+def adabound_step(b1: Scalar, b2: Scalar, count: jax.Array) -> jax.Array:
+    r"""AdaBound's bias corrections folded into one scalar step size (at unit rate).
+
+    .. math:: s_t = \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}
+
+    Args:
+      b1: decay of the first moment.
+      b2: decay of the second moment.
+      count: the step count :math:`t \geq 1`.
+
+    Returns:
+      A scalar, the ``step`` of :func:`adaptive_rate`.
+
+    Example:
+      >>> from optax_signvar import blocks
+      >>> print(f"{blocks.adabound_step(0.5, 0.75, 1):.3f}")
+      1.000
+    """
+    return jnp.sqrt(debias_denominator(b2, count)) / debias_denominator(b1, count)
 
 
 def dynamic_bounds(scale: Scalar, gamma: Scalar, count: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -146,14 +146,21 @@ def _step_scalars(cfg, count, beta, b2, bound_scale, minibatch: bool) -> dict:
         out["den2"] = blocks.debias_denominator(b2, count)
     if cfg.normalization == "rms" and cfg.bounds is not None:
         # AdaBound folds the bias corrections into one scalar step.
-        step = jnp.sqrt(out["den2"]) if cfg.bias_correction else jnp.ones([])
-        out["step"] = step / out["den1"] if "den1" in out and cfg.momentum else step
+        if not cfg.bias_correction:
+            out["step"] = jnp.ones([])
+        elif cfg.momentum:
+            out["step"] = blocks.adabound_step(beta, b2, count)
+        else:
+            out["step"] = jnp.sqrt(out["den2"])
     if cfg.variance_adaptation is not None:
         # the variance of the direction: s_t for g, rho_t * s_t for the momentum
-        rho = blocks.relative_variance_rho(beta, count) if cfg.momentum else 1.0
-        out["var_scale"] = jnp.asarray(
-            rho if minibatch else rho * blocks.variance_scale(beta, count)
-        )
+        if minibatch:
+            scale = blocks.relative_variance_rho(beta, count) if cfg.momentum else 1.0
+        elif cfg.momentum:
+            scale = blocks.momentum_variance_scale(beta, count)
+        else:
+            scale = blocks.variance_scale(beta, count)
+        out["var_scale"] = jnp.asarray(scale)
     if cfg.bounds is not None:
         out["lower"], out["upper"] = blocks.dynamic_bounds(bound_scale, cfg.bounds.gamma, count)
     return out

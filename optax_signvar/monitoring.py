@@ -339,8 +339,7 @@ def diagnostics(
         mh = blocks.bias_correction(mu32, blocks.debias_denominator(beta, count))
         vh = blocks.bias_correction(second32, blocks.debias_denominator(beta2, count))
         # sigma^2 = rho_t * s_t, the variance of mh, exactly as M-SVAG forms it
-        var_scale = blocks.relative_variance_rho(beta, count) * blocks.variance_scale(beta, count)
-        var = blocks.variance_estimate(mh, vh, var_scale)
+        var = blocks.variance_estimate(mh, vh, blocks.momentum_variance_scale(beta, count))
         gamma = blocks.variance_factor(mh, var)
         erf_factor = blocks.sign_variance_factor(mh, var, "erf")
         eta2 = [jnp.where(m * m > 0, s / (m * m), jnp.inf) for m, s in zip(mh, var, strict=True)]
@@ -361,9 +360,7 @@ def diagnostics(
             ratio = ratio(before) if callable(ratio) else ratio
             a_t = learning_rate(before) if callable(learning_rate) else learning_rate
             lower, upper = blocks.dynamic_bounds(ratio, bounds.gamma, count)
-            den1, den2 = (blocks.debias_denominator(b, count) for b in (beta, beta2))
-            step = jnp.sqrt(den2) / den1
-            rate = blocks.adaptive_rate(second32, eps, step)
+            rate = blocks.adaptive_rate(second32, eps, blocks.adabound_step(beta, beta2, count))
             below = [r < lower.astype(r.dtype) for r in rate]
             above = [r > upper.astype(r.dtype) for r in rate]
             out["lower_bound"] = jnp.asarray(a_t * lower)
