@@ -1,0 +1,85 @@
+"""The command line: ``python -m benchmarks.reproduce <name> [--smoke] [--seeds N]``.
+
+Every experiment is a module of this package with an optional
+``add_arguments(parser)`` for its own options, and ``run(ctx) -> dict`` that computes,
+prints, plots (``ctx.figure``) and returns its results; this module gives each the same
+options and writes the JSON. ``all`` runs every experiment in turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from benchmarks.reproduce.output import DEFAULT_OUT, Context
+
+# name -> what it reproduces, in the order of the issue (and of `all`); each is the module
+# benchmarks.reproduce.<name>, imported only when run.
+EXPERIMENTS = {
+    "factors": "Dissecting Adam Fig. 3: variance-adaptation factors vs relative std eta",
+    "sqp": "Dissecting Adam Fig. 2: SGD vs SSD on stochastic quadratic problems",
+    "reddi": "AMSGrad's online counterexample: Adam's vs AMSGrad's iterate and regret",
+    "wilson": "Dissecting Adam sec. 5 / Wilson et al.: sign methods on the construction",
+    "p1": "Dissecting Adam P1: Fashion-MNIST 2c2d",
+    "p2": "Dissecting Adam P2 (CIFAR-10 substitute): MNIST 3c3d",
+    "p3": "Dissecting Adam P3 (CIFAR-100 substitute): wide ResNet on Fashion-MNIST",
+    "p4": "Dissecting Adam P4 (War and Peace substitute): char-LSTM on the KJV Bible",
+    "adabound": "AdaBound/AMSBound vs Adam, AMSGrad, SGDM: ResNet on Fashion-MNIST",
+}
+
+
+def _module(name: str) -> Any:
+    return importlib.import_module(f"benchmarks.reproduce.{name}")
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny configuration (about a minute on 2 CPU cores)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="number of seeds (default: the experiment's)"
+    )
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="directory for the JSON and PNG")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def parser(name: str | None = None) -> argparse.ArgumentParser:
+    """The options of experiment ``name`` (its module's ``add_arguments`` included)."""
+    listing = "\n".join(f"  {k:9s} {v}" for k, v in EXPERIMENTS.items())
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.reproduce",
+        description="Reproduce the experiments of Dissecting Adam, AMSGrad and AdaBound.",
+        epilog="experiments:\n" + listing + "\n  all       every experiment in turn",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", choices=[*EXPERIMENTS, "all"], metavar="EXPERIMENT")
+    _common_arguments(p)
+    if name in EXPERIMENTS:
+        module = _module(name)
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(p)
+    return p
+
+
+def run_one(name: str, args: argparse.Namespace) -> dict:
+    module = _module(name)
+    ctx = Context(name=name, args=args)
+    print(f"== {name}: {EXPERIMENTS[name]}" + (" [smoke]" if args.smoke else ""), flush=True)
+    start = time.perf_counter()
+    results = module.run(ctx)
+    return ctx.save(results, seconds=time.perf_counter() - start)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = next((a for a in argv if not a.startswith("-")), None)
+    args = parser(name).parse_args(argv)
+    if args.name != "all":
+        return {args.name: run_one(args.name, args)}
+    # an experiment's own options keep their defaults under `all`
+    common = [a for a in argv if a != "all"]
+    return {n: run_one(n, parser(n).parse_args([n, *common])) for n in EXPERIMENTS}
