@@ -4,11 +4,12 @@ Named optimizers (``adam``, ``amsgrad``, ``adabound``, ``amsbound``,
 ``adaboundw``, ``amsboundw``, ``m_sgd``, ``ssd``, ``m_ssd``, ``svag``,
 ``m_svag``, ``m_vassd``), each one point of the space that :func:`dissect`
 spans; the ``scale_by_*`` gradient transformations they are chained from; the
-building blocks in :mod:`optax_signvar.blocks`; and :func:`ablate` to compare
-points of the space on one problem.
+building blocks in :mod:`optax_signvar.blocks`; :func:`ablate` to compare
+points of the space on one problem; and the papers' test problems in
+:mod:`optax_signvar.problems`.
 """
 
-from optax_signvar import blocks
+from optax_signvar import blocks, problems
 from optax_signvar.ablation import ablate, summarize
 from optax_signvar.adaptive import (
     scale_by_adabound,
@@ -66,6 +67,7 @@ __all__ = [
     "m_svag",
     "m_vassd",
     "per_example_grad_moments",
+    "problems",
     "restore_state",
     "save_state",
     "scale_by_adabound",

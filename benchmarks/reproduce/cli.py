@@ -77,7 +77,10 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
 def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
     argv = list(sys.argv[1:] if argv is None else argv)
     name = next((a for a in argv if not a.startswith("-")), None)
-    args = parser(name).parse_args(argv)
+    p = parser(name)
+    args = p.parse_args(argv)
+    if args.seeds is not None and args.seeds < 1:
+        p.error("--seeds must be at least 1")
     if args.name != "all":
         return {args.name: run_one(args.name, args)}
     # an experiment's own options keep their defaults under `all`
