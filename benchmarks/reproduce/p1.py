@@ -1,0 +1,82 @@
+"""Dissecting Adam, problem P1 (Fig. 5): Fashion-MNIST with DeepOBS' 2c2d network.
+
+Reproduced: M-SGD, M-SSD, M-SVAG and Adam (``osv.m_sgd``, ``osv.m_ssd``, ``osv.m_svag``,
+``osv.adam``; beta = 0.9 for all, Adam's b2 = 0.999, its defaults), each with a constant
+rate tuned on a log grid (one seed, picked by final test accuracy), then rerun on 3 seeds at
+the picked rate; curves of train loss and test accuracy (mean +- 1 sd). The paper's reading
+of P1: the sign-based methods (M-SSD, Adam) make faster progress on the training loss than
+the raw-gradient ones (M-SGD, M-SVAG), and variance adaptation never hurts. Both are checked
+on our numbers and printed (speed = the average mini-batch loss over the run).
+
+Substituted: nothing in the problem (the data, from the Debian package
+``dataset-fashion-mnist``, and the network are the paper's); only the budget.
+
+Budget. The paper trains for many epochs on all 60,000 images with a rate grid spanning
+several decades. The default here is made for ~8 minutes on 2 CPU cores: 20,000 training
+images, 350 steps of batch 32 (0.56 epochs of that subset), a 3-point half-decade grid
+around each method's usual rate, 3 seeds, 6 evaluations of 2,000 test images per run. That
+is the early phase of training only: orderings may change later. Paper-like scale is one
+command away (hours on a CPU; DeepOBS' budget for this problem is 100 epochs of batch 128)::
+
+    python -m benchmarks.reproduce p1 --steps 46900 --batch-size 128 --train-size 0 \\
+        --test-size 0 --grid 0.01,0.03,0.1,0.3,1,3,10 --records 50 --seeds 10
+"""
+
+from __future__ import annotations
+
+from benchmarks.reproduce import images, nets
+
+# where each method's grid is centered: a first default run picked M-SGD's and M-SVAG's
+# largest rate and M-SSD's smallest of a grid around (0.1, 1e-3, 0.1, 1e-3)
+CENTERS = {"M-SGD": 0.3, "M-SSD": 3e-4, "M-SVAG": 0.3, "Adam": 1e-3}
+DEFAULT = images.Scale(
+    steps=350,
+    batch_size=32,
+    train_size=20_000,
+    test_size=2_000,
+    train_eval_size=1_000,
+    grid=(0.3, 1.0, 3.0),
+    seeds=3,
+    records=6,
+)
+SMOKE = images.Scale(
+    steps=20,
+    batch_size=32,
+    train_size=None,
+    test_size=None,
+    train_eval_size=300,
+    grid=(1.0,),
+    seeds=1,
+    records=2,
+)
+CLAIMS = [
+    images.Claim(
+        "sign-based methods are faster in train loss",
+        tuple(images.SIGN_PAIRS),
+        ("mean_loss",),
+        "helps",
+    ),
+    images.Claim(
+        "variance adaptation never hurts",
+        tuple(images.VARIANCE_PAIRS),
+        ("mean_loss", "train_loss", "test_acc"),
+        "never hurts",
+    ),
+]
+
+
+def add_arguments(parser) -> None:
+    images.add_arguments(parser, DEFAULT)
+
+
+def run(ctx) -> dict:
+    return images.run_dissecting(
+        ctx,
+        dataset="fashion_mnist",
+        net=nets.net_2c2d(),
+        title="Dissecting Adam P1: Fashion-MNIST, 2c2d",
+        default=DEFAULT,
+        smoke=SMOKE,
+        centers=CENTERS,
+        claims=CLAIMS,
+    )
