@@ -26,11 +26,11 @@ from __future__ import annotations
 from benchmarks.reproduce import images, nets
 
 SUBSTITUTION = "CIFAR-10 (unavailable here) replaced by MNIST, 3c3d on 28x28x1"
-# where each method's grid is centered: a first default run around (0.1, 1e-3, 0.1, 1e-3)
-# picked M-SVAG's largest rate
-CENTERS = {"M-SGD": 0.1, "M-SSD": 1e-3, "M-SVAG": 0.3, "Adam": 1e-3}
+# where each method's grid is centred, as in the committed results; some tuned rates sit on
+# the grid's edge (the run prints which, and the JSON's best_rate_on_grid_edge lists them)
+CENTERS = {"M-SGD": 0.1, "M-SSD": 1e-3, "M-SVAG": 0.1, "Adam": 1e-3}
 DEFAULT = images.Scale(
-    steps=180,
+    steps=200,
     batch_size=32,
     train_size=20_000,
     test_size=2_000,
