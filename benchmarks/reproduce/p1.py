@@ -13,7 +13,7 @@ Substituted: nothing in the problem (the data, from the Debian package
 
 Budget. The paper trains for many epochs on all 60,000 images with a rate grid spanning
 several decades. The default here is made for ~8 minutes on 2 CPU cores: 20,000 training
-images, 350 steps of batch 32 (0.56 epochs of that subset), a 3-point half-decade grid
+images, 500 steps of batch 32 (0.8 epochs of that subset), a 3-point half-decade grid
 around each method's usual rate, 3 seeds, 6 evaluations of 2,000 test images per run. That
 is the early phase of training only: orderings may change later. Paper-like scale is one
 command away (hours on a CPU; DeepOBS' budget for this problem is 100 epochs of batch 128)::

@@ -13,7 +13,7 @@ paper's Fig. 5; no finding of P2 is asserted here).
 
 Budget. The paper trains for many epochs on all 50,000 CIFAR-10 images. The default here is
 made for ~8 minutes on 2 CPU cores (3c3d costs about twice a 2c2d step): 20,000 training
-images, 180 steps of batch 32, a 3-point half-decade grid around each method's usual rate, 3
+images, 200 steps of batch 32, a 3-point half-decade grid around each method's usual rate, 3
 seeds, 6 evaluations of 2,000 test images per run: the early phase of training only.
 Paper-like scale (DeepOBS' budget for cifar10_3c3d: 100 epochs of batch 128)::
 
