@@ -41,6 +41,7 @@ seeds, 6 evaluations of 2,000 test images per run. Paper-like (a GPU job)::
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -55,26 +56,8 @@ from optax_signvar import blocks
 SUBSTITUTION = "CIFAR-10 ResNet-34 (unavailable here) replaced by Fashion-MNIST, small WRN"
 B1, B2, EPS = 0.9, 0.999, 1e-8
 PAPER_GAMMA_T = 78.0  # 1e-3 x 200 epochs x 391 steps
-DEFAULT = images.Scale(
-    steps=300,
-    batch_size=32,
-    train_size=20_000,
-    test_size=2_000,
-    train_eval_size=1_000,
-    grid=(0.1, 1.0, 10.0),
-    seeds=3,
-    records=6,
-)
-SMOKE = images.Scale(
-    steps=20,
-    batch_size=32,
-    train_size=None,
-    test_size=None,
-    train_eval_size=300,
-    grid=(1.0,),
-    seeds=1,
-    records=3,
-)
+DEFAULT = dataclasses.replace(images.CPU_DEFAULT, grid=(0.1, 1.0, 10.0))
+SMOKE = dataclasses.replace(images.SMOKE, records=3)
 NET = images.ResNetSize(depth=10, width=1, base=8)
 SMOKE_NET = images.ResNetSize(depth=10, width=1, base=8, stages=1)
 PAIRS = {

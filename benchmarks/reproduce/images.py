@@ -154,6 +154,29 @@ class Scale:
     records: int  # evaluations per run (the curves' points), the first and last included
 
 
+# The shared sizes of the image experiments: the CPU default (each experiment sets its steps
+# and, where it differs, its grid) and the smoke run (digits, a few steps, CI).
+CPU_DEFAULT = Scale(
+    steps=300,
+    batch_size=32,
+    train_size=20_000,
+    test_size=2_000,
+    train_eval_size=1_000,
+    grid=(0.3, 1.0, 3.0),
+    seeds=3,
+    records=6,
+)
+SMOKE = Scale(
+    steps=20,
+    batch_size=32,
+    train_size=None,
+    test_size=None,
+    train_eval_size=300,
+    grid=(1.0,),
+    seeds=1,
+    records=2,
+)
+
 _OPTIONS = {
     "steps": (int, "training steps per run"),
     "batch_size": (int, "mini-batch size"),

@@ -24,31 +24,15 @@ command away (hours on a CPU; DeepOBS' budget for this problem is 100 epochs of 
 
 from __future__ import annotations
 
+import dataclasses
+
 from benchmarks.reproduce import images, nets
 
 # where each method's grid is centred, as in the committed results; some tuned rates sit on
 # the grid's edge (the run prints which, and the JSON's best_rate_on_grid_edge lists them)
 CENTERS = {"M-SGD": 0.1, "M-SSD": 1e-3, "M-SVAG": 0.1, "Adam": 1e-3}
-DEFAULT = images.Scale(
-    steps=500,
-    batch_size=32,
-    train_size=20_000,
-    test_size=2_000,
-    train_eval_size=1_000,
-    grid=(0.3, 1.0, 3.0),
-    seeds=3,
-    records=6,
-)
-SMOKE = images.Scale(
-    steps=20,
-    batch_size=32,
-    train_size=None,
-    test_size=None,
-    train_eval_size=300,
-    grid=(1.0,),
-    seeds=1,
-    records=2,
-)
+DEFAULT = dataclasses.replace(images.CPU_DEFAULT, steps=500)
+SMOKE = images.SMOKE
 CLAIMS = [
     images.Claim(
         "sign-based methods are faster in train loss",
