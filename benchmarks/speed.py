@@ -42,9 +42,13 @@ donated step at the largest size (tree layout): ``alias`` is the output memory t
 donated inputs, ``temp`` the scratch XLA needs on top (0 means the step ran in place), and
 ``peak`` XLA's peak (or ``arg + out - alias + temp`` where XLA reports none).
 
-Compile table: wall time of ``jax.jit(step).lower(...).compile()`` on a tree of many small
-mixed-shape leaves (200; 20 with ``--quick``), median of fresh compiles with
-``jax.clear_caches()`` before each, against ``optax.adam`` compiled the same way.
+Compile tables: wall time of ``jax.jit(step).lower(...).compile()`` on a tree of many small
+mixed-shape leaves (200; 20 with ``--quick``) and on one of a few large leaves (20 of 2^18
+elements; 2 with ``--quick``), median of fresh compiles with
+``jax.clear_caches()`` before each, split into trace + lower and XLA's compile, against
+``optax.adam`` and against the optimizer's own counterpart compiled the same way. ``ops/leaf``
+is the number of StableHLO ops of the lowered step over the number of leaves: both parts of
+the compile time grow with it.
 
 Torch table ("what a user would pick instead"): ``torch.optim.Adam`` (fused, or foreach
 where fused is unsupported, as named in the row), with ``amsgrad=True``, and the AdaBound
@@ -137,6 +141,7 @@ class Config:
     rounds: int
     warmup: int
     compile_leaves: int
+    compile_large_leaves: int
     compile_repeats: int
     torch: bool
     optimizers: list[str]
@@ -208,6 +213,13 @@ def compile_tree_shapes(n_leaves: int) -> dict[str, tuple[int, ...]]:
     """Many small leaves of mixed rank: compile time grows with the leaf count, not size."""
     patterns = ((64,), (32, 32), (8, 8, 4), (128, 16), (3, 5), (256,))
     return {f"leaf_{i:03d}": patterns[i % len(patterns)] for i in range(n_leaves)}
+
+
+def large_compile_tree_shapes(n_leaves: int) -> dict[str, tuple[int, ...]]:
+    """A few large leaves (2^18 elements each), where per-element code choices show:
+    ``m_vassd`` evaluates erf inline on leaves this large on a CPU (see blocks)."""
+    patterns = ((512, 512), (2**18,), (64, 64, 64))
+    return {f"large_{i:02d}": patterns[i % len(patterns)] for i in range(n_leaves)}
 
 
 def make_params(n: int, layout: str, key: jax.Array) -> Any:
@@ -445,38 +457,72 @@ def measure_layout(
     return rows
 
 
-def lower_compile_seconds(factory: Factory, params: Any) -> float:
+def lower_compile_seconds(factory: Factory, params: Any) -> tuple[float, float, int]:
+    """Seconds to trace + lower the donated step and for XLA to compile it; its op count."""
     opt = factory()
     state = jax.eval_shape(opt.init, params)
     # A new function object and cleared caches, so nothing traced before is reused.
     fn = jax.jit(optimizer_step(opt), donate_argnums=(0, 1))
     t0 = time.perf_counter()
-    fn.lower(params, state, params).compile()
-    return time.perf_counter() - t0
+    lowered = fn.lower(params, state, params)
+    t1 = time.perf_counter()
+    lowered.compile()
+    t2 = time.perf_counter()
+    ops = len(re.findall(r"= (?:stablehlo|chlo)\.", lowered.as_text()))
+    return t1 - t0, t2 - t1, ops
 
 
-def measure_compile(cfg: Config, pairs: Sequence[Pair], bar: Any) -> dict[str, Any]:
-    shapes = compile_tree_shapes(cfg.compile_leaves)
+def compile_entries(pairs: Sequence[Pair]) -> list[tuple[str, Factory]]:
+    """optax.adam (the reference), every counterpart once, then ours."""
+    entries: dict[str, Factory] = {"optax.adam": lambda: optax.adam(LR)}
+    for p in pairs:
+        entries.setdefault(p.counterpart, p.theirs)
+    return list(entries.items()) + [(p.name, p.ours) for p in pairs]
+
+
+def measure_compile(
+    cfg: Config, pairs: Sequence[Pair], bar: Any, shapes: dict[str, tuple[int, ...]], tree: str
+) -> dict[str, Any]:
     params = {k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in shapes.items()}
-    entries = [("optax.adam", lambda: optax.adam(LR))] + [(p.name, p.ours) for p in pairs]
-    times: dict[str, list[float]] = {name: [] for name, _ in entries}
+    entries = compile_entries(pairs)
+    lower: dict[str, list[float]] = {name: [] for name, _ in entries}
+    xla: dict[str, list[float]] = {name: [] for name, _ in entries}
+    ops: dict[str, int] = {}
     for _ in range(cfg.compile_repeats):
         # Interleaved like the step timings, so drift in machine load hits all alike.
         for name, factory in entries:
             bar.set_description(f"compile {name}")
             jax.clear_caches()
-            times[name].append(lower_compile_seconds(factory, params))
+            t_lower, t_xla, ops[name] = lower_compile_seconds(factory, params)
+            lower[name].append(t_lower)
+            xla[name].append(t_xla)
             bar.update(1)
+    times = {name: [a + b for a, b in zip(lower[name], xla[name], strict=True)] for name in lower}
     ref = median(times["optax.adam"])
+
+    def row(name: str, counterpart: str) -> dict[str, Any]:
+        return {
+            "s": median(times[name]),
+            "lower_s": median(lower[name]),
+            "xla_s": median(xla[name]),
+            "ops_per_leaf": ops[name] / len(shapes),
+            "counterpart_ops_per_leaf": ops[counterpart] / len(shapes),
+            "ratio": median(times[name]) / ref,
+            "counterpart": counterpart,
+            "counterpart_s": median(times[counterpart]),
+            "counterpart_ratio": median(times[name]) / median(times[counterpart]),
+        }
+
     return {
-        "n_leaves": cfg.compile_leaves,
+        "tree": tree,
+        "n_leaves": len(shapes),
         "n_params": sum(int(np.prod(s)) for s in shapes.values()),
         "repeats": cfg.compile_repeats,
         "optax_adam_s": ref,
-        "optimizers": {
-            p.name: {"s": median(times[p.name]), "ratio": median(times[p.name]) / ref}
-            for p in pairs
-        },
+        "optax_adam_lower_s": median(lower["optax.adam"]),
+        "optax_adam_xla_s": median(xla["optax.adam"]),
+        "optax_adam_ops_per_leaf": ops["optax.adam"] / len(shapes),
+        "optimizers": {p.name: row(p.name, p.counterpart) for p in pairs},
         "all_s": times,
     }
 
@@ -605,6 +651,49 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+def _compile_section(comp: dict[str, Any]) -> list[str]:
+    lines = [
+        f"## Compile time, {comp['tree']}",
+        "",
+        f"lower + compile of the donated step on {comp['n_leaves']} leaves "
+        f"({_fmt_n(comp['n_params'])} params), median of {comp['repeats']} fresh compiles; "
+        f"optax.adam: {comp['optax_adam_s']:.3g} s ({comp['optax_adam_lower_s']:.3g} s trace + "
+        f"lower, {comp['optax_adam_xla_s']:.3g} s XLA, {comp['optax_adam_ops_per_leaf']:.0f} "
+        "StableHLO ops per leaf). Both parts grow with the ops per leaf (the lowered module's "
+        "op count over the number of leaves, step-count and scalar ops included), so an update "
+        "with more arithmetic per element compiles longer on many-leaf trees.",
+        "",
+    ]
+    lines += _table(
+        [
+            "optimizer",
+            "s",
+            "trace+lower s",
+            "XLA s",
+            "ops/leaf",
+            "/optax.adam",
+            "counterpart",
+            "counterpart ops/leaf",
+            "/counterpart",
+        ],
+        [
+            [
+                k,
+                _g(v["s"]),
+                _g(v["lower_s"]),
+                _g(v["xla_s"]),
+                f"{v['ops_per_leaf']:.0f}",
+                _f(v["ratio"]),
+                v["counterpart"],
+                f"{v['counterpart_ops_per_leaf']:.0f}",
+                _f(v["counterpart_ratio"]),
+            ]
+            for k, v in comp["optimizers"].items()
+        ],
+    )
+    return lines
+
+
 def render_markdown(res: dict[str, Any]) -> str:
     meta = res["meta"]
     lines = [
@@ -683,20 +772,9 @@ def render_markdown(res: dict[str, Any]) -> str:
         )
     header = ["optimizer", "state/param", "optax state/param", "arg", "out", "alias", "temp"]
     lines += _table(header + ["peak", "optax temp", "optax peak"], mem_rows)
-    comp = res["compile"]
-    lines += [
-        "",
-        "## Compile time",
-        "",
-        f"lower + compile of the donated step on {comp['n_leaves']} mixed-shape leaves "
-        f"({_fmt_n(comp['n_params'])} params), median of {comp['repeats']} fresh compiles; "
-        f"optax.adam: {comp['optax_adam_s']:.3g} s.",
-        "",
-    ]
-    lines += _table(
-        ["optimizer", "s", "/optax.adam"],
-        [[k, _g(v["s"]), _f(v["ratio"])] for k, v in comp["optimizers"].items()],
-    )
+    for key in ("compile", "compile_large"):
+        if key in res:
+            lines += ["", *_compile_section(res[key])]
     tr = res.get("torch")
     if tr:
         lines += [
@@ -759,6 +837,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         rounds=a.repeats or (3 if a.quick else 5),
         warmup=2 if a.quick else 3,
         compile_leaves=20 if a.quick else 200,
+        compile_large_leaves=2 if a.quick else 20,
         compile_repeats=1 if a.quick else 3,
         torch=not a.no_torch,
         optimizers=names,
@@ -800,7 +879,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     elif not cfg.torch:
         torch_note = "--no-torch"
     n_torch = sum(p.name in TORCH_ALTERNATIVES for p in pairs) if cfg.torch else 0
-    total = 1 + len(cfg.sizes) * 2 * len(pairs) + cfg.compile_repeats * (len(pairs) + 1)
+    total = (
+        1 + len(cfg.sizes) * 2 * len(pairs) + 2 * cfg.compile_repeats * len(compile_entries(pairs))
+    )
     bar = progress_bar(total + n_torch, cfg.progress)
 
     bar.set_description("copy bandwidth")
@@ -810,7 +891,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for size in cfg.sizes:
         for layout in ("flat", "tree"):
             speed += measure_layout(cfg, pairs, size, layout, bar)
-    compile_res = measure_compile(cfg, pairs, bar)
+    compile_res = measure_compile(
+        cfg, pairs, bar, compile_tree_shapes(cfg.compile_leaves), "many small leaves"
+    )
+    compile_large = measure_compile(
+        cfg, pairs, bar, large_compile_tree_shapes(cfg.compile_large_leaves), "few large leaves"
+    )
     torch_res = measure_torch(cfg, pairs, bar) if cfg.torch else None
     bar.close()
 
@@ -865,6 +951,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "speed": speed,
         "memory": memory,
         "compile": compile_res,
+        "compile_large": compile_large,
         "torch": torch_res,
     }
     res["meta"]["wall_s"] = time.perf_counter() - t_start

@@ -109,7 +109,7 @@ def zeros_moment(params: Any, dtype: Any = None, *, widen_half: bool = False) ->
 
 def cast_like(tree: Any, like: Any) -> Any:
     """Casts every leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
-    return blocks.tree_map(lambda x, y: x.astype(y.dtype), tree, like)
+    return blocks.tree_map(lambda x, y: blocks._as(x, y.dtype), tree, like)
 
 
 def zero_count() -> jax.Array:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax.numpy as jnp
 import optax
 
 from optax_signvar import blocks
@@ -24,7 +23,7 @@ def _scale(step_size: Any) -> optax.GradientTransformationExtraArgs:
         **extra_args: Any,
     ) -> tuple[optax.Updates, optax.OptState]:
         del params, extra_args
-        return blocks.tree_map(lambda g: jnp.asarray(step_size).astype(g.dtype) * g, updates), state
+        return blocks.scale(updates, step_size), state
 
     return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
 
@@ -54,11 +53,9 @@ def add_decayed_weights(weight_decay: Any, mask: Any = None) -> optax.GradientTr
         del extra_args
         if params is None:
             raise ValueError("weight decay needs the params: call update(grads, state, params).")
-        out = blocks.tree_map(
-            lambda g, p: g + jnp.asarray(weight_decay).astype(g.dtype) * p.astype(g.dtype),
-            updates,
-            params,
-        )
+        # the decay cast once per dtype, not once per leaf
+        decay = blocks._per_dtype(weight_decay)
+        out = blocks.tree_map(lambda g, p: g + decay(g) * blocks._as(p, g.dtype), updates, params)
         return out, state
 
     tx = optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)

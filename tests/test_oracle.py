@@ -246,3 +246,33 @@ def test_optax_amsgrad_differs_from_torch_semantics(x64):
         r = ref.step(g[t]["x"], None, 0.1)
         np.testing.assert_allclose(u1["x"], r, rtol=1e-12)
     assert abs(float(u2["x"][0])) < 0.9 * abs(float(u1["x"][0]))
+
+
+def test_m_vassd_large_leaf_matches_oracle():
+    """Leaves of 2^18+ elements take the inline-erf path on a CPU (blocks): the same
+    float32 accuracy against the oracle as the small leaves above, and the same
+    updates as XLA's erf to the polynomial's accuracy."""
+    from optax_signvar import blocks
+
+    n, steps, lr = blocks._INLINE_ERF_MIN_SIZE, 20, 0.01
+    rng = np.random.default_rng(1)
+    mean = rng.normal(size=n) * rng.choice([0.01, 1.0], size=n)
+    scale = rng.choice([0.0, 0.1, 1.0, 30.0], size=n)
+    ref = oracle.MVASSD((n,))
+    tx = osv.m_vassd(lr)
+    state = tx.init(jnp.zeros(n, jnp.float32))
+    small = osv.m_vassd(lr)  # the same stream in leaves below the threshold: XLA's erf
+    chunks = 4
+    small_state = small.init(list(jnp.zeros((chunks, n // chunks), jnp.float32)))
+    update, small_update = jax.jit(tx.update), jax.jit(small.update)
+    ours, theirs = [], []
+    for t in range(steps):
+        g = mean * np.cos(t / 5.0) + scale * rng.normal(size=n)
+        u, state = update(jnp.asarray(g, jnp.float32), state)
+        us, small_state = small_update(
+            list(jnp.asarray(g, jnp.float32).reshape(chunks, -1)), small_state
+        )
+        np.testing.assert_allclose(np.concatenate(us), u, rtol=0, atol=1e-6 * lr)
+        ours.append({"x": np.asarray(u, np.float64)})
+        theirs.append({"x": ref.step(g, None, lr)})
+    assert max_relative_deviation(ours, theirs, F32_FLOOR) < F32_RTOL
