@@ -217,7 +217,7 @@ def compile_tree_shapes(n_leaves: int) -> dict[str, tuple[int, ...]]:
 
 def large_compile_tree_shapes(n_leaves: int) -> dict[str, tuple[int, ...]]:
     """A few large leaves (2^18 elements each), where per-element code choices show:
-    ``m_vassd`` evaluates erf inline on leaves this large on a CPU (see blocks)."""
+    ``m_vassd`` evaluates erf inline on leaves of 2^16+ elements on a CPU (see blocks)."""
     patterns = ((512, 512), (2**18,), (64, 64, 64))
     return {f"large_{i:02d}": patterns[i % len(patterns)] for i in range(n_leaves)}
 
@@ -838,7 +838,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         warmup=2 if a.quick else 3,
         compile_leaves=20 if a.quick else 200,
         compile_large_leaves=2 if a.quick else 20,
-        compile_repeats=1 if a.quick else 3,
+        compile_repeats=1 if a.quick else 7,
         torch=not a.no_torch,
         optimizers=names,
         out=a.out,

@@ -546,10 +546,10 @@ _ERF_R_CLAMP = 27.444
 
 
 # The inline polynomial costs ~25 more HLO ops than XLA's erf, which XLA:CPU compiles
-# in ~5 ms per leaf, and saves ~0.15 ns per element per step: it pays for itself
-# within ~100 steps on a leaf of 2^18 elements, and never on the many small leaves
-# (biases, norms) of a model, which keep XLA's erf. The two agree to 7e-7.
-_INLINE_ERF_MIN_SIZE = 2**18
+# in ~5 ms per leaf, and saves ~0.1-0.2 ns per element per step: about 5e7 / n steps
+# to pay for itself on a leaf of n elements (~500 steps at 2^16, ~30 at 2^20). The
+# many small leaves of a model (biases, norms) keep XLA's erf. The two agree to 7e-7.
+_INLINE_ERF_MIN_SIZE = 2**16
 
 
 def _erf_of_sqrt_half(r: jax.Array) -> jax.Array:
