@@ -474,11 +474,19 @@ def sign_variance_factor(direction: Tree, variance: Tree, form: str = "erf") -> 
     .. math:: \gamma_s = (1 + \eta^2)^{-1/2} \quad(\texttt{form="adam"}).
 
     Where :math:`d = \sigma^2 = 0` the factor is 0 (as for a direction whose
-    square underflows, :math:`|d| < 10^{-19}` in float32).
+    square underflows, :math:`|d| < 10^{-19}` in float32); where :math:`\sigma^2
+    = 0 < d^2` it is exactly 1.
+
+    ``form="erf"`` in float32 on a CPU evaluates, on leaves of :math:`2^{16}`
+    elements or more, the rational approximation of XLA's own ``erf`` inline in
+    :math:`d^2/\sigma^2` (XLA:CPU calls ``erf`` out of line, which made it the
+    bottleneck of M-VASSD's step); elsewhere it uses
+    :func:`jax.scipy.special.erf`. Both are within 5e-7 of the exact value and
+    never exceed 1.
 
     Args:
       direction: the direction :math:`d`.
-      variance: its variance :math:`\sigma^2`.
+      variance: its variance :math:`\sigma^2`, non-negative.
       form: ``"erf"`` or ``"adam"``.
 
     Returns:

@@ -63,4 +63,6 @@ def run(ctx) -> dict:
         smoke=SMOKE,
         centers=CENTERS,
         claims=CLAIMS,
+        # CI time: the smoke run keeps one sign pair (p2 and p3 run the other methods)
+        smoke_methods=["M-SGD", "M-SSD"],
     )

@@ -56,4 +56,6 @@ def run(ctx) -> dict:
         centers=CENTERS,
         schedule=images.step_decay(0.5, 0.75),
         substitution=SUBSTITUTION,
+        # CI time: the smoke run keeps one variance-adaptation pair
+        smoke_methods=["M-SGD", "M-SVAG"],
     )
