@@ -186,9 +186,19 @@ def variance_scale(beta: Scalar, count: jax.Array) -> jax.Array:
     Returns:
       A scalar.
     """
-    one_minus_rho = 1.0 - relative_variance_rho(beta, count)
+    return _guarded_ratio(1.0, relative_variance_rho(beta, count), count)
+
+
+def _guarded_ratio(numerator: Any, rho: jax.Array, count: jax.Array) -> jax.Array:
+    """``numerator / (1 - rho)`` where a variance is defined (t >= 2, rho < 1), else 0.
+
+    The division is the last op on purpose: XLA copies a scalar's cheap tail (selects,
+    products) into every leaf's kernel that reads it, which costs compile time per leaf,
+    but leaves a division in a kernel of its own, computed once per step.
+    """
+    one_minus_rho = 1.0 - rho
     defined = (jnp.asarray(count) >= 2) & (one_minus_rho > 0)
-    return jnp.where(defined, 1.0 / jnp.where(defined, one_minus_rho, 1.0), 0.0)
+    return jnp.where(defined, numerator, 0.0) / jnp.where(defined, one_minus_rho, 1.0)
 
 
 def momentum_variance_scale(beta: Scalar, count: jax.Array) -> jax.Array:
@@ -207,7 +217,8 @@ def momentum_variance_scale(beta: Scalar, count: jax.Array) -> jax.Array:
       >>> print(blocks.momentum_variance_scale(0.9, 1))
       0.0
     """
-    return relative_variance_rho(beta, count) * variance_scale(beta, count)
+    rho = relative_variance_rho(beta, count)
+    return _guarded_ratio(rho, rho, count)
 
 
 def adabound_step(b1: Scalar, b2: Scalar, count: jax.Array) -> jax.Array:
