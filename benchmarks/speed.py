@@ -45,8 +45,9 @@ donated inputs, ``temp`` the scratch XLA needs on top (0 means the step ran in p
 Compile tables: wall time of ``jax.jit(step).lower(...).compile()`` on a tree of many small
 mixed-shape leaves (200; 20 with ``--quick``) and on one of a few large leaves (20 of 2^18
 elements; 2 with ``--quick``), median of fresh compiles with
-``jax.clear_caches()`` before each, split into trace + lower and XLA's compile, against
-``optax.adam`` and against the optimizer's own counterpart compiled the same way. ``ops/leaf``
+``jax.clear_caches()`` before each (9; 1 with ``--quick``), split into trace + lower and
+XLA's compile, against ``optax.adam`` and against the optimizer's own counterpart compiled
+the same way (ratios: median over the repeats of the per-repeat ratio). ``ops/leaf``
 is the number of StableHLO ops of the lowered step over the number of leaves: both parts of
 the compile time grow with it.
 
@@ -500,6 +501,10 @@ def measure_compile(
     times = {name: [a + b for a, b in zip(lower[name], xla[name], strict=True)] for name in lower}
     ref = median(times["optax.adam"])
 
+    def paired(name: str, other: str) -> float:
+        # compiles of one repeat ran back to back: their ratio cancels drift in machine load
+        return median([a / b for a, b in zip(times[name], times[other], strict=True)])
+
     def row(name: str, counterpart: str) -> dict[str, Any]:
         return {
             "s": median(times[name]),
@@ -507,10 +512,10 @@ def measure_compile(
             "xla_s": median(xla[name]),
             "ops_per_leaf": ops[name] / len(shapes),
             "counterpart_ops_per_leaf": ops[counterpart] / len(shapes),
-            "ratio": median(times[name]) / ref,
+            "ratio": paired(name, "optax.adam"),
             "counterpart": counterpart,
             "counterpart_s": median(times[counterpart]),
-            "counterpart_ratio": median(times[name]) / median(times[counterpart]),
+            "counterpart_ratio": paired(name, counterpart),
         }
 
     return {
@@ -838,7 +843,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         warmup=2 if a.quick else 3,
         compile_leaves=20 if a.quick else 200,
         compile_large_leaves=2 if a.quick else 20,
-        compile_repeats=1 if a.quick else 7,
+        compile_repeats=1 if a.quick else 9,
         torch=not a.no_torch,
         optimizers=names,
         out=a.out,
