@@ -8,7 +8,7 @@ most parameters plus ~46 small ones). The machine is assumed noisy: in each of R
 floor kernel, ours and optax's are timed back to back (median of S steps each), and every
 figure below is the median over the rounds of these per-round medians (ratios are the
 median of the per-round ratios, not a ratio of medians). Default sizes: 1M and 10M
-parameters, plus 100M when ``jax.default_backend() == "gpu"``; 20 steps, 5 rounds.
+parameters, plus 100M when ``jax.default_backend() == "gpu"``; 20 steps, 9 rounds.
 
 Usage::
 
@@ -821,7 +821,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     )
     ap.add_argument("--quick", action="store_true", help="small sizes, few steps (smoke run)")
     ap.add_argument("--sizes", help="comma-separated parameter counts, e.g. 1e6,1e7")
-    ap.add_argument("--repeats", type=int, help="rounds of interleaved timing (default 5)")
+    ap.add_argument("--repeats", type=int, help="rounds of interleaved timing (default 9)")
     ap.add_argument("--steps", type=int, help="timed steps per round (default 20)")
     ap.add_argument("--optimizers", help=f"comma-separated subset of {','.join(PAIR_BY_NAME)}")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -839,7 +839,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     return Config(
         sizes=sizes,
         steps=a.steps or (5 if a.quick else 20),
-        rounds=a.repeats or (3 if a.quick else 5),
+        rounds=a.repeats or (3 if a.quick else 9),
         warmup=2 if a.quick else 3,
         compile_leaves=20 if a.quick else 200,
         compile_large_leaves=2 if a.quick else 20,
