@@ -7,7 +7,8 @@ parameters laid out as one flat array and as a realistic tree (a few large leave
 most parameters plus ~46 small ones). The machine is assumed noisy: in each of R rounds the
 floor kernel, ours and optax's are timed back to back (median of S steps each), and every
 figure below is the median over the rounds of these per-round medians (ratios are the
-median of the per-round ratios, not a ratio of medians). Default sizes: 1M and 10M
+median of the per-round ratios, not a ratio of medians). Every round starts each runner on
+newly allocated buffers, so a slow allocation (no huge pages, say) spoils one round, not all. Default sizes: 1M and 10M
 parameters, plus 100M when ``jax.default_backend() == "gpu"``; 20 steps, 9 rounds.
 
 Usage::
@@ -315,6 +316,15 @@ class Runner:
             times.append(time.perf_counter() - t0)
         return statistics.median(times)
 
+    def refresh(self) -> None:
+        """Moves the live buffers to new allocations: where an allocation lands (huge pages
+        or not, its alignment) can slow one runner's every step for the life of the buffer
+        (seen: 1.6x on one 10M run, none in a fresh process), so each round gets new ones."""
+        old = (self.a, self.b)
+        self.a, self.b = fresh_copy(old[0]), fresh_copy(old[1])
+        for x in jax.tree.leaves(old):
+            x.delete()
+
     def memory(self) -> dict[str, Any] | None:
         return memory_stats(self.compiled)
 
@@ -414,6 +424,11 @@ def measure_layout(
         theirs.warm(cfg.warmup)
         t_o, t_t, t_f, t_ft = [], [], [], []
         for _ in range(cfg.rounds):
+            for r in {
+                id(x): x for x in (floors[bufs_ours], floors[bufs_theirs], ours, theirs)
+            }.values():
+                r.refresh()
+                r.warm(1)
             t_f.append(floors[bufs_ours].time(cfg.steps))
             t_ft.append(
                 floors[bufs_theirs].time(cfg.steps) if bufs_theirs != bufs_ours else t_f[-1]
