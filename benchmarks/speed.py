@@ -8,12 +8,13 @@ most parameters plus ~46 small ones). The machine is assumed noisy: in each of R
 floor kernel, ours and optax's are timed back to back (median of S steps each), and every
 figure below is the median over the rounds of these per-round medians (ratios are the
 median of the per-round ratios, not a ratio of medians). Every round starts each runner on
-newly allocated buffers, so a slow allocation (no huge pages, say) spoils one round, not all. Default sizes: 1M and 10M
-parameters, plus 100M when ``jax.default_backend() == "gpu"``; 20 steps, 9 rounds.
+newly allocated buffers, so a slow allocation (no huge pages, say) spoils one round, not all.
+Default sizes: 1M and 10M parameters, plus 100M when ``jax.default_backend() == "gpu"``; 20
+steps, 9 rounds.
 
 Usage::
 
-    python -m benchmarks.speed                        # full run, a few minutes on 2 CPU cores
+    python -m benchmarks.speed                        # full run, ~7 minutes on 2 CPU cores
     python -m benchmarks.speed --quick                # smoke run, < ~40 s on 2 CPU cores
     python -m benchmarks.speed --sizes 1e6,1e7 --repeats 5 --steps 20 \\
         --optimizers adam,m_svag --out DIR --no-torch --no-progress
