@@ -516,9 +516,9 @@ def sign_variance_factor(direction: Tree, variance: Tree, form: str = "erf") -> 
 
     def leaf(d, s):
         d2 = jnp.square(_as(d, s.dtype))
-        # 1/(2 eta^2) = d^2 / (2 s). Flooring s at the smallest normal number sends
-        # s = 0 < d^2 to an infinite ratio (the factor 1) and 0/0 to 0 (the factor 0)
-        # with one max instead of a compare and a select.
+        # The factor is erf(sqrt(r / 2)) with r = d^2 / s = 1 / eta^2. Flooring s at
+        # the smallest normal number sends s = 0 < d^2 to an infinite r (the factor 1)
+        # and 0/0 to 0 (the factor 0) with one max instead of a compare and a select.
         r = d2 / jnp.maximum(s, jnp.finfo(s.dtype).tiny)
         if s.dtype != jnp.float32 or s.size < _INLINE_ERF_MIN_SIZE:
             return _erf_of_sqrt_half(r)
@@ -536,9 +536,9 @@ def sign_variance_factor(direction: Tree, variance: Tree, form: str = "erf") -> 
 # 1/sqrt(2), so erf(sqrt(r / 2)) = sqrt(r) P(r) / Q(r) costs no root of a quotient,
 # no squaring back and no multiply by 2. XLA:CPU's own erf is an out-of-line
 # intrinsic 2.5x slower than this inline polynomial; on the M-VASSD step the
-# difference is 10-15% at 10M parameters (benchmarks/speed.py). The price is ~25
-# more HLO ops per leaf, which XLA compiles in ~3 ms per leaf on that CPU. Accuracy
-# as jax.scipy.special.erf: 3e-7 absolute (4.4e-7 op by op, without FMA contraction).
+# difference is 10-15% at 10M parameters (benchmarks/speed.py); see
+# _INLINE_ERF_MIN_SIZE for its compile cost. Accuracy as jax.scipy.special.erf:
+# 3e-7 absolute (4.4e-7 op by op, without FMA contraction).
 _ERF_P = (
     -2.72614225801306e-10,
     2.77068142495902e-08,
