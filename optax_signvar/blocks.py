@@ -272,10 +272,6 @@ def dynamic_bounds(scale: Scalar, gamma: Scalar, count: jax.Array) -> tuple[jax.
 # --------------------------------------------------------------------------- #
 
 
-def _cast(x: Scalar, like: jax.Array) -> jax.Array:
-    return jnp.asarray(x).astype(like.dtype)
-
-
 def _per_dtype(x: Scalar) -> Callable[[jax.Array], jax.Array]:
     """``x`` cast to a leaf's dtype, once per dtype rather than once per leaf.
 
@@ -286,7 +282,7 @@ def _per_dtype(x: Scalar) -> Callable[[jax.Array], jax.Array]:
 
     def cast(like: jax.Array) -> jax.Array:
         if like.dtype not in cache:
-            cache[like.dtype] = _cast(x, like)
+            cache[like.dtype] = jnp.asarray(x).astype(like.dtype)
         return cache[like.dtype]
 
     return cast
