@@ -3,7 +3,10 @@
 Every function returns an :class:`optax.GradientTransformationExtraArgs`,
 ``optax.chain([weight decay], scale_by_dissection, [weight decay],
 scale_by_learning_rate)``, and takes a float or an optax schedule wherever it
-takes a rate.
+takes a rate. The decays keep the names their papers and optax give them:
+``b1``, ``b2`` for the Adam family (``dissect``'s ``b1``, ``b2``), and ``beta``
+for Dissecting Adam's methods, whose one decay serves both moments
+(``dissect(..., b1=beta)``, as ``optax.signum``'s ``beta``).
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from typing import Any
 
 import optax
 
-from optax_signvar import _common
-from optax_signvar.core import Bounds
-from optax_signvar.dissecting import sign_adaptation
+from optax_signvar import _deprecation, _rates
+from optax_signvar._checks import check_adam_args, check_decay, check_range, concrete_value
+from optax_signvar.dissection import Bounds, VarianceAdaptation
 from optax_signvar.factory import dissect
+from optax_signvar.scale_by import OLD_FACTOR_NAMES, sign_adaptation
 
 __all__ = [
     "adabound",
@@ -39,33 +43,7 @@ Mask = Any  # a pytree of bools like the params, or a callable returning one
 # Dissecting Adam.
 # --------------------------------------------------------------------------- #
 
-_EXAMPLE = """
-    Example:
-      >>> import jax, jax.numpy as jnp
-      >>> import optax, optax_signvar
-      >>> f = lambda x: jnp.sum((x - 1.0) ** 2)
-      >>> opt = optax_signvar.{call}
-      >>> params = jnp.zeros(3)
-      >>> state = opt.init(params)
-      >>> for _ in range(200):
-      ...   updates, state = opt.update(jax.grad(f)(params), state, params)
-      ...   params = optax.apply_updates(params, updates)
-      >>> print(f"{{f(params):.2f}}")
-      0.00
-"""
 
-
-def _doc(call: str):
-    def deco(fn):
-        fn.__doc__ = fn.__doc__.replace(
-            "    Example:\n", _EXAMPLE.format(call=call).lstrip("\n"), 1
-        )
-        return fn
-
-    return deco
-
-
-@_doc("m_sgd(learning_rate=0.1)")
 def m_sgd(
     learning_rate: optax.ScalarOrSchedule, beta: float = 0.9, *, mu_dtype: Any = None
 ) -> optax.GradientTransformationExtraArgs:
@@ -87,15 +65,26 @@ def m_sgd(
       An :class:`optax.GradientTransformationExtraArgs`.
 
     Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import optax, optax_signvar
+      >>> f = lambda x: jnp.sum((x - 1.0) ** 2)
+      >>> opt = optax_signvar.m_sgd(learning_rate=0.1)
+      >>> params = jnp.zeros(3)
+      >>> state = opt.init(params)
+      >>> for _ in range(200):
+      ...   updates, state = opt.update(jax.grad(f)(params), state, params)
+      ...   params = optax.apply_updates(params, updates)
+      >>> print(f"{f(params):.2f}")
+      0.00
 
     References:
       Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
       Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, Alg. 2, 2018.
     """
-    return dissect(learning_rate, beta=beta, mu_dtype=mu_dtype)
+    check_decay("beta", beta)
+    return dissect(learning_rate, b1=beta, mu_dtype=mu_dtype)
 
 
-@_doc("ssd(learning_rate=0.01)")
 def ssd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationExtraArgs:
     r"""Stochastic sign descent (SSD): :math:`u_t = -a_t \operatorname{sign}(g_t)`.
 
@@ -108,6 +97,17 @@ def ssd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationEx
       An :class:`optax.GradientTransformationExtraArgs`.
 
     Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import optax, optax_signvar
+      >>> f = lambda x: jnp.sum((x - 1.0) ** 2)
+      >>> opt = optax_signvar.ssd(learning_rate=0.01)
+      >>> params = jnp.zeros(3)
+      >>> state = opt.init(params)
+      >>> for _ in range(200):
+      ...   updates, state = opt.update(jax.grad(f)(params), state, params)
+      ...   params = optax.apply_updates(params, updates)
+      >>> print(f"{f(params):.2f}")
+      0.00
 
     References:
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_, 2018.
@@ -115,7 +115,6 @@ def ssd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationEx
     return dissect(learning_rate, momentum=False, direction="sign")
 
 
-@_doc("m_ssd(learning_rate=0.01)")
 def m_ssd(
     learning_rate: optax.ScalarOrSchedule, beta: float = 0.9, *, mu_dtype: Any = None
 ) -> optax.GradientTransformationExtraArgs:
@@ -132,15 +131,26 @@ def m_ssd(
       An :class:`optax.GradientTransformationExtraArgs`.
 
     Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import optax, optax_signvar
+      >>> f = lambda x: jnp.sum((x - 1.0) ** 2)
+      >>> opt = optax_signvar.m_ssd(learning_rate=0.01)
+      >>> params = jnp.zeros(3)
+      >>> state = opt.init(params)
+      >>> for _ in range(200):
+      ...   updates, state = opt.update(jax.grad(f)(params), state, params)
+      ...   params = optax.apply_updates(params, updates)
+      >>> print(f"{f(params):.2f}")
+      0.00
 
     References:
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_,
       Alg. 2, 2018.
     """
-    return dissect(learning_rate, direction="sign", beta=beta, mu_dtype=mu_dtype)
+    check_decay("beta", beta)
+    return dissect(learning_rate, direction="sign", b1=beta, mu_dtype=mu_dtype)
 
 
-@_doc("svag(learning_rate=0.1)")
 def svag(
     learning_rate: optax.ScalarOrSchedule,
     beta: float = 0.9,
@@ -167,22 +177,33 @@ def svag(
       An :class:`optax.GradientTransformationExtraArgs`.
 
     Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import optax, optax_signvar
+      >>> f = lambda x: jnp.sum((x - 1.0) ** 2)
+      >>> opt = optax_signvar.svag(learning_rate=0.1)
+      >>> params = jnp.zeros(3)
+      >>> state = opt.init(params)
+      >>> for _ in range(200):
+      ...   updates, state = opt.update(jax.grad(f)(params), state, params)
+      ...   params = optax.apply_updates(params, updates)
+      >>> print(f"{f(params):.2f}")
+      0.00
 
     References:
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_,
       eqs. 17 and 23, 2018.
     """
+    check_decay("beta", beta)
     return dissect(
         learning_rate,
         momentum=False,
         variance_adaptation="optimal",
-        beta=beta,
+        b1=beta,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
     )
 
 
-@_doc("m_svag(learning_rate=0.1)")
 def m_svag(
     learning_rate: optax.ScalarOrSchedule,
     beta: float = 0.9,
@@ -209,25 +230,37 @@ def m_svag(
       An :class:`optax.GradientTransformationExtraArgs`.
 
     Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import optax, optax_signvar
+      >>> f = lambda x: jnp.sum((x - 1.0) ** 2)
+      >>> opt = optax_signvar.m_svag(learning_rate=0.1)
+      >>> params = jnp.zeros(3)
+      >>> state = opt.init(params)
+      >>> for _ in range(200):
+      ...   updates, state = opt.update(jax.grad(f)(params), state, params)
+      ...   params = optax.apply_updates(params, updates)
+      >>> print(f"{f(params):.2f}")
+      0.00
 
     References:
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_,
       Alg. 1, 2018.
     """
+    check_decay("beta", beta)
     return dissect(
         learning_rate,
         variance_adaptation="optimal",
-        beta=beta,
+        b1=beta,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
     )
 
 
-@_doc("m_vassd(learning_rate=0.01)")
+@_deprecation.renamed_arguments(factor=("variance_adaptation", OLD_FACTOR_NAMES))
 def m_vassd(
     learning_rate: optax.ScalarOrSchedule,
     beta: float = 0.9,
-    factor: str = "erf",
+    variance_adaptation: VarianceAdaptation = "optimal",
     *,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
@@ -240,13 +273,15 @@ def m_vassd(
 
     with :math:`\gamma_s = \operatorname{erf}(1/(\sqrt 2 \eta))`, the
     probability that the sign is right under a Gaussian model
-    (``factor="erf"``), or Adam's implicit :math:`(1+\eta^2)^{-1/2}`
-    (``factor="adam"``).
+    (``variance_adaptation="optimal"``), or Adam's implicit
+    :math:`(1+\eta^2)^{-1/2}` (``variance_adaptation="adam"``), as in
+    :func:`optax_signvar.dissect`. ``factor="erf"`` / ``factor="adam"`` are the
+    old spellings (deprecated).
 
     Args:
       learning_rate: the rate :math:`a_t`, a float or an optax schedule.
       beta: decay of both moments, in [0, 1).
-      factor: ``"erf"`` or ``"adam"``.
+      variance_adaptation: ``"optimal"`` or ``"adam"``.
       mu_dtype: dtype of the first moment (default: the parameters').
       nu_dtype: dtype of the second moment (default: the parameters', float32
         for 16-bit parameters).
@@ -255,16 +290,28 @@ def m_vassd(
       An :class:`optax.GradientTransformationExtraArgs`.
 
     Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import optax, optax_signvar
+      >>> f = lambda x: jnp.sum((x - 1.0) ** 2)
+      >>> opt = optax_signvar.m_vassd(learning_rate=0.01)
+      >>> params = jnp.zeros(3)
+      >>> state = opt.init(params)
+      >>> for _ in range(200):
+      ...   updates, state = opt.update(jax.grad(f)(params), state, params)
+      ...   params = optax.apply_updates(params, updates)
+      >>> print(f"{f(params):.2f}")
+      0.00
 
     References:
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_,
       sec. 3.1 and Fig. 3, 2018.
     """
+    check_decay("beta", beta)
     return dissect(
         learning_rate,
         direction="sign",
-        variance_adaptation=sign_adaptation(factor),
-        beta=beta,
+        variance_adaptation=sign_adaptation("m_vassd", variance_adaptation),
+        b1=beta,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
     )
@@ -275,7 +322,6 @@ def m_vassd(
 # --------------------------------------------------------------------------- #
 
 
-@_doc("adam(learning_rate=0.1)")
 def adam(
     learning_rate: optax.ScalarOrSchedule,
     b1: float = 0.9,
@@ -308,24 +354,34 @@ def adam(
       An :class:`optax.GradientTransformationExtraArgs`.
 
     Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import optax, optax_signvar
+      >>> f = lambda x: jnp.sum((x - 1.0) ** 2)
+      >>> opt = optax_signvar.adam(learning_rate=0.1)
+      >>> params = jnp.zeros(3)
+      >>> state = opt.init(params)
+      >>> for _ in range(200):
+      ...   updates, state = opt.update(jax.grad(f)(params), state, params)
+      ...   params = optax.apply_updates(params, updates)
+      >>> print(f"{f(params):.2f}")
+      0.00
 
     References:
       Kingma & Ba, `Adam: A Method for Stochastic Optimization
       <https://arxiv.org/abs/1412.6980>`_, 2015.
     """
-    _common.check_adam_args(b1, b2, eps)
+    check_adam_args(b1, b2, eps)
     return dissect(
         learning_rate,
         normalization="rms",
-        beta=b1,
-        beta2=b2,
+        b1=b1,
+        b2=b2,
         eps=eps,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
     )
 
 
-@_doc("amsgrad(learning_rate=0.1)")
 def amsgrad(
     learning_rate: optax.ScalarOrSchedule,
     b1: float = 0.9,
@@ -363,87 +419,73 @@ def amsgrad(
       An :class:`optax.GradientTransformationExtraArgs`.
 
     Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import optax, optax_signvar
+      >>> f = lambda x: jnp.sum((x - 1.0) ** 2)
+      >>> opt = optax_signvar.amsgrad(learning_rate=0.1)
+      >>> params = jnp.zeros(3)
+      >>> state = opt.init(params)
+      >>> for _ in range(200):
+      ...   updates, state = opt.update(jax.grad(f)(params), state, params)
+      ...   params = optax.apply_updates(params, updates)
+      >>> print(f"{f(params):.2f}")
+      0.00
 
     References:
       Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
       <https://openreview.net/forum?id=ryQu7f-RZ>`_, 2018.
     """
-    _common.check_adam_args(b1, b2, eps)
+    check_adam_args(b1, b2, eps)
     return dissect(
         learning_rate,
         normalization="rms",
         max_tracking=True,
         bias_correction=bias_correction,
-        beta=b1,
-        beta2=b2,
+        b1=b1,
+        b2=b2,
         eps=eps,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
     )
 
 
-def _adabound(
-    learning_rate, final_lr, b1, b2, eps, gamma, weight_decay, mask, amsbound, decoupled, dtypes
+def _bounded_adam(
+    learning_rate: optax.ScalarOrSchedule,
+    final_lr: optax.ScalarOrSchedule,
+    b1: float,
+    b2: float,
+    eps: float,
+    gamma: float,
+    weight_decay: Any,
+    mask: Mask,
+    mu_dtype: Any,
+    nu_dtype: Any,
+    *,
+    max_tracking: bool,
+    decoupled: bool,
 ) -> optax.GradientTransformationExtraArgs:
-    _common.check_range("weight_decay", weight_decay, 0.0)
-    if decoupled and _common.concrete_value(weight_decay) != 0.0:
+    """The AdaBound family: AdaBound's bounds on Adam's rate, +/- max-tracking and decoupling."""
+    check_range("weight_decay", weight_decay, 0.0)
+    if decoupled and concrete_value(weight_decay) != 0.0:
         # AdaBoundW decays by lam * a_t / a_0; the chain multiplies by a_t.
-        weight_decay = _common.rate_ratio(weight_decay, learning_rate, "weight_decay")
-    _common.check_adam_args(b1, b2, eps)
+        weight_decay = _rates.rate_ratio(weight_decay, learning_rate, "weight_decay")
+    check_adam_args(b1, b2, eps)
     return dissect(
         learning_rate,
         normalization="rms",
-        max_tracking=amsbound,
+        max_tracking=max_tracking,
         bounds=Bounds(final_lr, gamma),
-        beta=b1,
-        beta2=b2,
+        b1=b1,
+        b2=b2,
         eps=eps,
         weight_decay=weight_decay,
         decoupled=decoupled,
         mask=mask,
-        **dtypes,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
     )
 
 
-_ADABOUND_ARGS = """
-    Args:
-      learning_rate: the Adam-phase rate :math:`a_t`, a float or a schedule.
-      final_lr: the SGD rate the bounds converge to. A float is scaled with
-        the schedule, ``f_t = final_lr * a_t / a_0``, as the
-        reference package does under a PyTorch scheduler; a schedule is used as
-        :math:`f_t` directly.
-      b1: decay of the first moment, in [0, 1).
-      b2: decay of the second moment, in [0, 1).
-      eps: added to the root of the second moment, >= 0.
-      gamma: convergence speed of the bounds, in (0, 1).
-      weight_decay: {decay}
-      mask: a tree of bools (or a callable of the params returning one)
-        selecting the parameters that decay, as in ``optax.add_decayed_weights``.
-      mu_dtype: dtype of the first moment (default: the parameters').
-      nu_dtype: dtype of the second-moment buffer(s) (default: the
-        parameters', float32 for 16-bit parameters).
-
-    Returns:
-      An :class:`optax.GradientTransformationExtraArgs`.
-"""
-_COUPLED = "coupled L2 coefficient :math:`\\lambda`: ``g <- g + lambda * p``."
-_DECOUPLED = (
-    "decoupled decay :math:`\\lambda`: ``u <- u - lambda * (a_t / a_0) * p``\n"
-    "        (``p <- (1 - lambda) p + u`` at a constant rate, as AdaBoundW)."
-)
-
-
-def _adabound_doc(call: str, decay: str):
-    def deco(fn):
-        fn.__doc__ = fn.__doc__.replace(
-            "    Args:\n", _ADABOUND_ARGS.format(decay=decay).lstrip("\n"), 1
-        )
-        return _doc(call)(fn)
-
-    return deco
-
-
-@_adabound_doc("adabound(learning_rate=0.01, final_lr=0.1)", _COUPLED)
 def adabound(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     final_lr: optax.ScalarOrSchedule = 0.1,
@@ -468,20 +510,58 @@ def adabound(
     With ``gamma = 1 - b2`` these are the paper's bound functions.
 
     Args:
+      learning_rate: the Adam-phase rate :math:`a_t`, a float or a schedule.
+      final_lr: the SGD rate the bounds converge to. A float is scaled with
+        the schedule, ``f_t = final_lr * a_t / a_0``, as the
+        reference package does under a PyTorch scheduler; a schedule is used as
+        :math:`f_t` directly.
+      b1: decay of the first moment, in [0, 1).
+      b2: decay of the second moment, in [0, 1).
+      eps: added to the root of the second moment, >= 0.
+      gamma: convergence speed of the bounds, in (0, 1).
+      weight_decay: coupled L2 coefficient :math:`\lambda`: ``g <- g + lambda * p``.
+      mask: a tree of bools (or a callable of the params returning one)
+        selecting the parameters that decay, as in ``optax.add_decayed_weights``.
+      mu_dtype: dtype of the first moment (default: the parameters').
+      nu_dtype: dtype of the second-moment buffer(s) (default: the
+        parameters', float32 for 16-bit parameters).
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs`.
 
     Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import optax, optax_signvar
+      >>> f = lambda x: jnp.sum((x - 1.0) ** 2)
+      >>> opt = optax_signvar.adabound(learning_rate=0.01, final_lr=0.1)
+      >>> params = jnp.zeros(3)
+      >>> state = opt.init(params)
+      >>> for _ in range(200):
+      ...   updates, state = opt.update(jax.grad(f)(params), state, params)
+      ...   params = optax.apply_updates(params, updates)
+      >>> print(f"{f(params):.2f}")
+      0.00
 
     References:
       Luo, Xiong, Liu & Sun, `Adaptive Gradient Methods with Dynamic Bound of
       Learning Rate <https://openreview.net/forum?id=Bkg3g2R9FX>`_, 2019.
     """
-    dtypes = dict(mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    return _adabound(
-        learning_rate, final_lr, b1, b2, eps, gamma, weight_decay, mask, False, False, dtypes
+    return _bounded_adam(
+        learning_rate,
+        final_lr,
+        b1,
+        b2,
+        eps,
+        gamma,
+        weight_decay,
+        mask,
+        mu_dtype,
+        nu_dtype,
+        max_tracking=False,
+        decoupled=False,
     )
 
 
-@_adabound_doc("amsbound(learning_rate=0.01, final_lr=0.1)", _COUPLED)
 def amsbound(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     final_lr: optax.ScalarOrSchedule = 0.1,
@@ -504,20 +584,58 @@ def amsbound(
       u_t = -\operatorname{clip}\big(r_t,\ \eta_l(t),\ \eta_u(t)\big)\, m_t
 
     Args:
+      learning_rate: the Adam-phase rate :math:`a_t`, a float or a schedule.
+      final_lr: the SGD rate the bounds converge to. A float is scaled with
+        the schedule, ``f_t = final_lr * a_t / a_0``, as the
+        reference package does under a PyTorch scheduler; a schedule is used as
+        :math:`f_t` directly.
+      b1: decay of the first moment, in [0, 1).
+      b2: decay of the second moment, in [0, 1).
+      eps: added to the root of the second moment, >= 0.
+      gamma: convergence speed of the bounds, in (0, 1).
+      weight_decay: coupled L2 coefficient :math:`\lambda`: ``g <- g + lambda * p``.
+      mask: a tree of bools (or a callable of the params returning one)
+        selecting the parameters that decay, as in ``optax.add_decayed_weights``.
+      mu_dtype: dtype of the first moment (default: the parameters').
+      nu_dtype: dtype of the second-moment buffer(s) (default: the
+        parameters', float32 for 16-bit parameters).
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs`.
 
     Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import optax, optax_signvar
+      >>> f = lambda x: jnp.sum((x - 1.0) ** 2)
+      >>> opt = optax_signvar.amsbound(learning_rate=0.01, final_lr=0.1)
+      >>> params = jnp.zeros(3)
+      >>> state = opt.init(params)
+      >>> for _ in range(200):
+      ...   updates, state = opt.update(jax.grad(f)(params), state, params)
+      ...   params = optax.apply_updates(params, updates)
+      >>> print(f"{f(params):.2f}")
+      0.00
 
     References:
       Luo, Xiong, Liu & Sun, `Adaptive Gradient Methods with Dynamic Bound of
       Learning Rate <https://openreview.net/forum?id=Bkg3g2R9FX>`_, 2019.
     """
-    dtypes = dict(mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    return _adabound(
-        learning_rate, final_lr, b1, b2, eps, gamma, weight_decay, mask, True, False, dtypes
+    return _bounded_adam(
+        learning_rate,
+        final_lr,
+        b1,
+        b2,
+        eps,
+        gamma,
+        weight_decay,
+        mask,
+        mu_dtype,
+        nu_dtype,
+        max_tracking=True,
+        decoupled=False,
     )
 
 
-@_adabound_doc("adaboundw(learning_rate=0.01, final_lr=0.1, weight_decay=1e-4)", _DECOUPLED)
 def adaboundw(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     final_lr: optax.ScalarOrSchedule = 0.1,
@@ -539,8 +657,38 @@ def adaboundw(
     (see :func:`adabound` for the clipped rate).
 
     Args:
+      learning_rate: the Adam-phase rate :math:`a_t`, a float or a schedule.
+      final_lr: the SGD rate the bounds converge to. A float is scaled with
+        the schedule, ``f_t = final_lr * a_t / a_0``, as the
+        reference package does under a PyTorch scheduler; a schedule is used as
+        :math:`f_t` directly.
+      b1: decay of the first moment, in [0, 1).
+      b2: decay of the second moment, in [0, 1).
+      eps: added to the root of the second moment, >= 0.
+      gamma: convergence speed of the bounds, in (0, 1).
+      weight_decay: decoupled decay :math:`\lambda`: ``u <- u - lambda * (a_t / a_0) * p``
+        (``p <- (1 - lambda) p + u`` at a constant rate, as AdaBoundW).
+      mask: a tree of bools (or a callable of the params returning one)
+        selecting the parameters that decay, as in ``optax.add_decayed_weights``.
+      mu_dtype: dtype of the first moment (default: the parameters').
+      nu_dtype: dtype of the second-moment buffer(s) (default: the
+        parameters', float32 for 16-bit parameters).
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs`.
 
     Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import optax, optax_signvar
+      >>> f = lambda x: jnp.sum((x - 1.0) ** 2)
+      >>> opt = optax_signvar.adaboundw(learning_rate=0.01, final_lr=0.1, weight_decay=1e-4)
+      >>> params = jnp.zeros(3)
+      >>> state = opt.init(params)
+      >>> for _ in range(200):
+      ...   updates, state = opt.update(jax.grad(f)(params), state, params)
+      ...   params = optax.apply_updates(params, updates)
+      >>> print(f"{f(params):.2f}")
+      0.00
 
     References:
       Luo, Xiong, Liu & Sun, `Adaptive Gradient Methods with Dynamic Bound of
@@ -548,13 +696,22 @@ def adaboundw(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, 2019.
     """
-    dtypes = dict(mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    return _adabound(
-        learning_rate, final_lr, b1, b2, eps, gamma, weight_decay, mask, False, True, dtypes
+    return _bounded_adam(
+        learning_rate,
+        final_lr,
+        b1,
+        b2,
+        eps,
+        gamma,
+        weight_decay,
+        mask,
+        mu_dtype,
+        nu_dtype,
+        max_tracking=False,
+        decoupled=True,
     )
 
 
-@_adabound_doc("amsboundw(learning_rate=0.01, final_lr=0.1, weight_decay=1e-4)", _DECOUPLED)
 def amsboundw(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     final_lr: optax.ScalarOrSchedule = 0.1,
@@ -576,8 +733,38 @@ def amsboundw(
     (see :func:`amsbound` for the clipped rate).
 
     Args:
+      learning_rate: the Adam-phase rate :math:`a_t`, a float or a schedule.
+      final_lr: the SGD rate the bounds converge to. A float is scaled with
+        the schedule, ``f_t = final_lr * a_t / a_0``, as the
+        reference package does under a PyTorch scheduler; a schedule is used as
+        :math:`f_t` directly.
+      b1: decay of the first moment, in [0, 1).
+      b2: decay of the second moment, in [0, 1).
+      eps: added to the root of the second moment, >= 0.
+      gamma: convergence speed of the bounds, in (0, 1).
+      weight_decay: decoupled decay :math:`\lambda`: ``u <- u - lambda * (a_t / a_0) * p``
+        (``p <- (1 - lambda) p + u`` at a constant rate, as AdaBoundW).
+      mask: a tree of bools (or a callable of the params returning one)
+        selecting the parameters that decay, as in ``optax.add_decayed_weights``.
+      mu_dtype: dtype of the first moment (default: the parameters').
+      nu_dtype: dtype of the second-moment buffer(s) (default: the
+        parameters', float32 for 16-bit parameters).
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs`.
 
     Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import optax, optax_signvar
+      >>> f = lambda x: jnp.sum((x - 1.0) ** 2)
+      >>> opt = optax_signvar.amsboundw(learning_rate=0.01, final_lr=0.1, weight_decay=1e-4)
+      >>> params = jnp.zeros(3)
+      >>> state = opt.init(params)
+      >>> for _ in range(200):
+      ...   updates, state = opt.update(jax.grad(f)(params), state, params)
+      ...   params = optax.apply_updates(params, updates)
+      >>> print(f"{f(params):.2f}")
+      0.00
 
     References:
       Luo, Xiong, Liu & Sun, `Adaptive Gradient Methods with Dynamic Bound of
@@ -585,7 +772,17 @@ def amsboundw(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, 2019.
     """
-    dtypes = dict(mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    return _adabound(
-        learning_rate, final_lr, b1, b2, eps, gamma, weight_decay, mask, True, True, dtypes
+    return _bounded_adam(
+        learning_rate,
+        final_lr,
+        b1,
+        b2,
+        eps,
+        gamma,
+        weight_decay,
+        mask,
+        mu_dtype,
+        nu_dtype,
+        max_tracking=True,
+        decoupled=True,
     )

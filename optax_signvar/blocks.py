@@ -18,12 +18,14 @@ once per leaf.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
+
+from optax_signvar import _deprecation
+from optax_signvar._tree import as_dtype, per_dtype, tree_map
 
 __all__ = [
     "bias_correction",
@@ -50,40 +52,6 @@ __all__ = [
 
 Tree = Any
 Scalar = Any  # a Python number or a 0-d jax array (possibly a tracer)
-
-
-def _is_none(x: Any) -> bool:
-    return x is None
-
-
-def tree_map(fn: Callable[..., Any], tree: Tree, *rest: Tree, name: str = "optax_signvar") -> Tree:
-    """Maps ``fn`` over matching leaves of several trees, keeping ``None`` leaves.
-
-    Unlike a bare :func:`jax.tree.map`, a structure mismatch (typically a
-    gradient tree that does not match the tree the optimizer state was built
-    from) raises a ``ValueError`` that names both structures.
-
-    Args:
-      fn: function of one leaf from each tree; not called for ``None`` leaves
-        of ``tree``.
-      tree: the tree whose structure (``None`` leaves included) is followed.
-      *rest: trees of the same structure.
-      name: prefix of the error message.
-
-    Returns:
-      A tree of the structure of ``tree``.
-    """
-    treedef = jax.tree.structure(tree, is_leaf=_is_none)
-    for other in rest:
-        other_def = jax.tree.structure(other, is_leaf=_is_none)
-        if other_def != treedef:
-            raise ValueError(
-                f"{name}: the gradient tree does not match the tree the optimizer "
-                f"state was initialised with.\n  gradients: {treedef}\n  state:     {other_def}"
-            )
-    return jax.tree.map(
-        lambda x, *ys: None if x is None else fn(x, *ys), tree, *rest, is_leaf=_is_none
-    )
 
 
 # --------------------------------------------------------------------------- #
@@ -272,27 +240,6 @@ def dynamic_bounds(scale: Scalar, gamma: Scalar, count: jax.Array) -> tuple[jax.
 # --------------------------------------------------------------------------- #
 
 
-def _per_dtype(x: Scalar) -> Callable[[jax.Array], jax.Array]:
-    """``x`` cast to a leaf's dtype, once per dtype rather than once per leaf.
-
-    Each cast is a traced op: on a 200-leaf model, casting every per-step scalar
-    for every leaf makes tracing and compiling measurably slower than optax's.
-    """
-    cache: dict[Any, jax.Array] = {}
-
-    def cast(like: jax.Array) -> jax.Array:
-        if like.dtype not in cache:
-            cache[like.dtype] = jnp.asarray(x).astype(like.dtype)
-        return cache[like.dtype]
-
-    return cast
-
-
-def _as(x: jax.Array, dtype: Any) -> jax.Array:
-    """``x.astype(dtype)``, without tracing a no-op conversion."""
-    return x if x.dtype == dtype else x.astype(dtype)
-
-
 def ema(updates: Tree, moment: Tree, decay: Scalar, order: int = 1) -> Tree:
     r"""Exponential moving average of the ``order``-th power of the updates.
 
@@ -322,12 +269,12 @@ def ema(updates: Tree, moment: Tree, decay: Scalar, order: int = 1) -> Tree:
         raise ValueError(f"order must be 1 or 2, got {order!r}.")
 
     def leaf(g, m):
-        g = _as(g, m.dtype)
+        g = as_dtype(g, m.dtype)
         # (1 - decay) is formed before the cast, as optax does, so a bfloat16
         # accumulator gets the same weights as optax's.
         return keep(m) * m + new(m) * (g * g if order == 2 else g)
 
-    keep, new = _per_dtype(decay), _per_dtype(1 - decay)
+    keep, new = per_dtype(decay), per_dtype(1 - decay)
 
     return tree_map(leaf, updates, moment)
 
@@ -357,7 +304,7 @@ def bias_correction(moment: Tree, denominator: Scalar) -> Tree:
       >>> blocks.bias_correction(jnp.array([0.5]), blocks.debias_denominator(0.5, 1))
       Array([1.], dtype=float32)
     """
-    inverse = _per_dtype(1.0 / jnp.asarray(denominator))
+    inverse = per_dtype(1.0 / jnp.asarray(denominator))
     return tree_map(lambda m: m * inverse(m), moment)
 
 
@@ -395,7 +342,7 @@ def running_max(previous: Tree, current: Tree) -> Tree:
       >>> blocks.running_max(jnp.array([1.0, 3.0]), jnp.array([2.0, 2.0]))
       Array([2., 3.], dtype=float32)
     """
-    return tree_map(lambda p, c: jnp.maximum(p, _as(c, p.dtype)), previous, current)
+    return tree_map(lambda p, c: jnp.maximum(p, as_dtype(c, p.dtype)), previous, current)
 
 
 def variance_estimate(mu_hat: Tree, nu_hat: Tree, scale: Scalar) -> Tree:
@@ -419,10 +366,10 @@ def variance_estimate(mu_hat: Tree, nu_hat: Tree, scale: Scalar) -> Tree:
     """
 
     def leaf(m, v):
-        m = _as(m, v.dtype)
+        m = as_dtype(m, v.dtype)
         return jnp.maximum(v - m * m, 0) * cast_scale(v)
 
-    cast_scale = _per_dtype(scale)
+    cast_scale = per_dtype(scale)
 
     return tree_map(leaf, mu_hat, nu_hat)
 
@@ -452,7 +399,7 @@ def variance_factor(direction: Tree, variance: Tree) -> Tree:
     """
 
     def leaf(d, s):
-        d2 = jnp.square(_as(d, s.dtype))
+        d2 = jnp.square(as_dtype(d, s.dtype))
         # 0 <= d2 <= d2 + s, so flooring the denominator at the smallest normal
         # number turns 0/0 into 0 and changes nothing else: one max instead of
         # a compare and two selects, in the hottest loop of the package. With
@@ -464,27 +411,34 @@ def variance_factor(direction: Tree, variance: Tree) -> Tree:
     return tree_map(leaf, direction, variance)
 
 
-SIGN_FACTORS = ("erf", "adam")
+SIGN_ADAPTATIONS = ("optimal", "adam")
 
 
-def sign_variance_factor(direction: Tree, variance: Tree, form: str = "erf") -> Tree:
+@_deprecation.renamed_arguments(form=("variance_adaptation", {"erf": "optimal"}))
+def sign_variance_factor(
+    direction: Tree, variance: Tree, variance_adaptation: str = "optimal"
+) -> Tree:
     r"""Variance adaptation of a sign (variance-adapted sign descent).
 
     With :math:`\eta^2 = \sigma^2 / d^2` the relative variance of the direction,
-    the optimal factor for ``sign(d)`` is the expected sign agreement
+    the optimal factor for ``sign(d)`` (``variance_adaptation="optimal"``) is
+    the expected sign agreement
 
-    .. math:: \gamma_s = \operatorname{erf}\Big(\frac{1}{\sqrt{2}\,\eta}\Big)
-      \quad(\texttt{form="erf"}),
+    .. math:: \gamma_s = \operatorname{erf}\Big(\frac{1}{\sqrt{2}\,\eta}\Big),
 
-    and Adam's implicit approximation of it is
+    and Adam's implicit approximation of it (``variance_adaptation="adam"``) is
 
-    .. math:: \gamma_s = (1 + \eta^2)^{-1/2} \quad(\texttt{form="adam"}).
+    .. math:: \gamma_s = (1 + \eta^2)^{-1/2}.
+
+    The names are those of :func:`optax_signvar.dissect`'s
+    ``variance_adaptation`` (``form="erf"`` is the old spelling of
+    ``"optimal"``).
 
     Where :math:`d = \sigma^2 = 0` the factor is 0 (as for a direction whose
     square underflows, :math:`|d| < 10^{-19}` in float32); where :math:`\sigma^2
     = 0 < d^2` it is exactly 1.
 
-    ``form="erf"`` in float32 on a CPU evaluates, on leaves of :math:`2^{16}`
+    The optimal factor in float32 on a CPU evaluates, on leaves of :math:`2^{16}`
     elements or more, the rational approximation of XLA's own ``erf`` inline in
     :math:`d^2/\sigma^2` (XLA:CPU calls ``erf`` out of line, which made it the
     bottleneck of M-VASSD's step); elsewhere it uses
@@ -494,7 +448,7 @@ def sign_variance_factor(direction: Tree, variance: Tree, form: str = "erf") -> 
     Args:
       direction: the direction :math:`d`.
       variance: its variance :math:`\sigma^2`, non-negative.
-      form: ``"erf"`` or ``"adam"``.
+      variance_adaptation: ``"optimal"`` (the erf) or ``"adam"``.
 
     Returns:
       The factor in [0, 1], of the dtype of ``variance``.
@@ -505,13 +459,18 @@ def sign_variance_factor(direction: Tree, variance: Tree, form: str = "erf") -> 
       >>> blocks.sign_variance_factor(jnp.array([1.0]), jnp.array([1.0]), "adam")
       Array([0.70710677], dtype=float32)
     """
-    if form == "adam":
+    adaptation = _deprecation.renamed_value(
+        "sign_variance_factor", "variance_adaptation", variance_adaptation, {"erf": "optimal"}
+    )
+    if adaptation == "adam":
         return tree_map(jnp.sqrt, variance_factor(direction, variance))
-    if form != "erf":
-        raise ValueError(f"form must be one of {SIGN_FACTORS}, got {form!r}.")
+    if adaptation != "optimal":
+        raise ValueError(
+            f"variance_adaptation must be one of {SIGN_ADAPTATIONS}, got {variance_adaptation!r}."
+        )
 
     def leaf(d, s):
-        d2 = jnp.square(_as(d, s.dtype))
+        d2 = jnp.square(as_dtype(d, s.dtype))
         # The factor is erf(sqrt(r / 2)) with r = d^2 / s = 1 / eta^2. Flooring s at
         # the smallest normal number sends s = 0 < d^2 to an infinite r (the factor 1)
         # and 0/0 to 0 (the factor 0) with one max instead of a compare and a select.
@@ -532,7 +491,7 @@ def sign_variance_factor(direction: Tree, variance: Tree, form: str = "erf") -> 
 # 1/sqrt(2), so erf(sqrt(r / 2)) = sqrt(r) P(r) / Q(r) costs no root of a quotient,
 # no squaring back and no multiply by 2. XLA:CPU's own erf is an out-of-line
 # intrinsic 2.5x slower than this inline polynomial; on the M-VASSD step the
-# difference is 10-15% at 10M parameters (benchmarks/speed.py); see
+# difference is 10-15% at 10M parameters (python -m benchmarks.speed); see
 # _INLINE_ERF_MIN_SIZE for its compile cost. Accuracy as jax.scipy.special.erf:
 # 3e-7 absolute (4.4e-7 op by op, without FMA contraction).
 _ERF_P = (
@@ -602,7 +561,7 @@ def multiply(factor: Tree, direction: Tree) -> Tree:
       >>> blocks.multiply(jnp.array([0.5]), jnp.array([4.0]))
       Array([2.], dtype=float32)
     """
-    return tree_map(lambda f, d: f * _as(d, f.dtype), factor, direction)
+    return tree_map(lambda f, d: f * as_dtype(d, f.dtype), factor, direction)
 
 
 def scale(tree: Tree, factor: Scalar) -> Tree:
@@ -621,7 +580,7 @@ def scale(tree: Tree, factor: Scalar) -> Tree:
       >>> blocks.scale(jnp.array([1.0, -2.0]), 0.5)
       Array([ 0.5, -1. ], dtype=float32)
     """
-    cast = _per_dtype(factor)
+    cast = per_dtype(factor)
     return tree_map(lambda x: x * cast(x), tree)
 
 
@@ -642,7 +601,7 @@ def clip_rate(rate: Tree, lower: Scalar, upper: Scalar) -> Tree:
       >>> blocks.clip_rate(jnp.array([0.0, 0.5, 9.0]), 0.1, 1.0)
       Array([0.1, 0.5, 1. ], dtype=float32)
     """
-    lo, hi = _per_dtype(lower), _per_dtype(upper)
+    lo, hi = per_dtype(lower), per_dtype(upper)
     # minimum(maximum()) rather than jnp.clip, a jitted function traced per leaf
     return tree_map(lambda r: jnp.minimum(jnp.maximum(r, lo(r)), hi(r)), rate)
 
@@ -671,10 +630,10 @@ def rms_normalize(direction: Tree, nu: Tree, eps: Scalar) -> Tree:
         # the wider of the two, picked by hand: strict promotion has no
         # implicit bfloat16 -> float32 path
         dt = d.dtype if d.dtype.itemsize > v.dtype.itemsize else v.dtype
-        v = _as(v, dt)
-        return _as(d, dt) / (jnp.sqrt(v) + cast_eps(v))
+        v = as_dtype(v, dt)
+        return as_dtype(d, dt) / (jnp.sqrt(v) + cast_eps(v))
 
-    cast_eps = _per_dtype(eps)
+    cast_eps = per_dtype(eps)
 
     return tree_map(leaf, direction, nu)
 
@@ -699,5 +658,5 @@ def adaptive_rate(nu: Tree, eps: Scalar, step: Scalar) -> Tree:
       >>> blocks.adaptive_rate(jnp.array([4.0]), 0.0, 1.0)
       Array([0.5], dtype=float32)
     """
-    cast_step, cast_eps = _per_dtype(step), _per_dtype(eps)
+    cast_step, cast_eps = per_dtype(step), per_dtype(eps)
     return tree_map(lambda v: cast_step(v) / (jnp.sqrt(v) + cast_eps(v)), nu)

@@ -1,4 +1,4 @@
-"""The research API: any point of the optimizer space from keyword arguments."""
+"""The factory: any point of the optimizer space, as an optimizer, from keyword arguments."""
 
 from __future__ import annotations
 
@@ -6,24 +6,34 @@ from typing import Any
 
 import optax
 
-from optax_signvar import _common, _scaling
-from optax_signvar.core import Bounds, Dissection, scale_by_dissection
+from optax_signvar import _deprecation, _rates
+from optax_signvar._checks import check_range, check_rate, concrete_value
+from optax_signvar.dissection import (
+    Bounds,
+    Direction,
+    Dissection,
+    Normalization,
+    Variance,
+    VarianceAdaptation,
+)
+from optax_signvar.transform import scale_by_dissection
 
 __all__ = ["dissect"]
 
 
+@_deprecation.renamed_arguments(beta="b1", beta2="b2")
 def dissect(
     learning_rate: optax.ScalarOrSchedule,
     *,
     momentum: bool = True,
-    direction: str = "raw",
-    variance_adaptation: str | None = None,
-    variance: str = "ema",
-    normalization: str | None = None,
+    direction: Direction = "raw",
+    variance_adaptation: VarianceAdaptation | None = None,
+    variance: Variance = "ema",
+    normalization: Normalization | None = None,
     max_tracking: bool = False,
     bounds: Bounds | dict | None = None,
-    beta: float = 0.9,
-    beta2: float | None = None,
+    b1: float = 0.9,
+    b2: float | None = None,
     eps: float = 1e-8,
     bias_correction: bool = True,
     weight_decay: Any = None,
@@ -36,8 +46,10 @@ def dissect(
 
     Adam, M-SSD, M-SGD, M-SVAG, SVAG, AMSGrad, AdaBound and AMSBound are not
     separate algorithms but choices along a few axes (Balles & Hennig, 2018);
-    each named optimizer of this package *is* a call of this function (see the
-    table in the README), so an ablation is a change of arguments. The update:
+    each named optimizer of this package *is* a call of this function (the
+    table is in ``docs/factory.rst``): Adam's ``b1``, ``b2`` are this function's,
+    and the ``beta`` of Dissecting Adam's methods is ``b1`` (one decay for both
+    moments). An ablation is a change of arguments. The update:
 
     .. math::
       u_t = -a_t\, \operatorname{clip}\big(r_t,\ \eta_l(t)/a_t,\ \eta_u(t)/a_t\big)
@@ -55,7 +67,7 @@ def dissect(
       moments (:math:`s_t`), ``"minibatch"`` takes it from
       ``update(..., grad_variance=tree)`` and keeps no second moment.
     * ``normalization="rms"``: Adam's :math:`\hat m_t / (\sqrt{\hat v_t} +
-      \epsilon)` (with ``beta2``, ``eps``); this is how Adam, AMSGrad and
+      \epsilon)` (with ``b2``, ``eps``); this is how Adam, AMSGrad and
       AdaBound adapt, and it excludes ``variance_adaptation``.
     * ``max_tracking``: use the running max of the raw second moment (AMSGrad).
     * ``bounds``: AdaBound's dynamic bounds on the per-element rate
@@ -83,8 +95,10 @@ def dissect(
       normalization: ``None`` or ``"rms"``.
       max_tracking: track the max of the second moment.
       bounds: ``None``, a :class:`Bounds` or a dict of its fields.
-      beta: decay of the first moment (of both with variance adaptation).
-      beta2: decay of the second moment with ``normalization="rms"`` (0.999).
+      b1: decay of the first moment (of both moments with variance
+        adaptation, Dissecting Adam's one :math:`\beta`), in [0, 1).
+      b2: decay of the second moment with ``normalization="rms"`` (default
+        0.999); ``None`` otherwise.
       eps: added to :math:`\sqrt{v}` with ``normalization="rms"``.
       bias_correction: debias the moments.
       weight_decay: ``None`` or :math:`\lambda \geq 0`.
@@ -133,12 +147,12 @@ def dissect(
         bounds=bounds,  # pyright: ignore[reportArgumentType]
         bias_correction=bias_correction,
     )
-    _common.check_rate("learning_rate", learning_rate)
+    check_rate("learning_rate", learning_rate)
     core = scale_by_dissection(
         point,
         learning_rate=learning_rate,
-        beta=beta,
-        beta2=beta2,
+        b1=b1,
+        b2=b2,
         eps=eps,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
@@ -146,7 +160,7 @@ def dissect(
     parts: list[optax.GradientTransformation] = [core]
     if weight_decay is not None:
         parts.insert(len(parts) if decoupled else 0, _weight_decay(weight_decay, mask))
-    return optax.chain(*parts, _scaling.scale_by_learning_rate(learning_rate))
+    return optax.chain(*parts, _rates.scale_by_learning_rate(learning_rate))
 
 
 def _weight_decay(weight_decay: Any, mask: Any) -> optax.GradientTransformation:
@@ -155,7 +169,7 @@ def _weight_decay(weight_decay: Any, mask: Any) -> optax.GradientTransformation:
     Both have an ``EmptyState``, so the state's structure does not depend on the
     decay (``inject_hyperparams`` turns a 0 into a tracer and keeps the add).
     """
-    _common.check_range("weight_decay", weight_decay, 0.0)
-    if _common.concrete_value(weight_decay) == 0.0:
+    check_range("weight_decay", weight_decay, 0.0)
+    if concrete_value(weight_decay) == 0.0:
         return optax.identity()
-    return _scaling.add_decayed_weights(weight_decay, mask)
+    return _rates.add_decayed_weights(weight_decay, mask)

@@ -190,18 +190,7 @@ def per_example_grad_moments(
       The American Statistician, 1983.
     """
     local_size = _batch_size(batch)
-    if chunk_size is not None:
-        if (
-            isinstance(chunk_size, bool)
-            or not isinstance(chunk_size, (int, np.integer))
-            or chunk_size < 1
-            or local_size % chunk_size
-        ):
-            raise ValueError(
-                f"chunk_size must be a positive integer dividing the batch size {local_size} "
-                f"(axis 0 of the batch leaves), got {chunk_size!r}."
-            )
-        chunk_size = int(chunk_size)
+    chunk_size = _checked_chunk_size(chunk_size, local_size)
     # psum of a Python int is a Python int: the global size is known statically.
     size = local_size if axis_name is None else jax.lax.psum(local_size, axis_name)
     if isinstance(size, int) and size < 2:
@@ -215,56 +204,86 @@ def per_example_grad_moments(
     dtypes = jax.tree.map(jnp.result_type, params)
     if axis_name is not None:
         params = _varying(params, axis_name)
-
     if chunk_size is None or chunk_size == local_size:
         mean, m2 = _mean_and_m2(per_example_grads(params, batch))
     else:
-        n_chunks = local_size // chunk_size
-        chunks = jax.tree.map(
-            lambda x: jnp.reshape(x, (n_chunks, chunk_size) + np.shape(x)[1:]), batch
-        )
-
-        def zeros(p):
-            # zeros_like, not zeros: the carry must be as varying as the params
-            return jnp.zeros_like(p, dtype=_accumulator_dtype(jnp.result_type(p)))
-
-        def body(carry, chunk):
-            index, mean, m2 = carry
-            c_mean, c_m2 = _mean_and_m2(per_example_grads(params, chunk))
-            # Chan et al.'s merge of (n, mean, m2) with a chunk of c examples:
-            # only deviations are squared, so nothing cancels against mean**2.
-            n_seen = index * chunk_size
-
-            def new_mean(mean, c_mean):
-                n = n_seen.astype(mean.dtype)
-                return mean + chunk_size / (n + chunk_size) * (c_mean - mean)
-
-            def new_m2(m2, mean, c_mean, c_m2):
-                n = n_seen.astype(mean.dtype)
-                return m2 + c_m2 + n * chunk_size / (n + chunk_size) * jnp.square(c_mean - mean)
-
-            carry = (
-                index + 1,
-                jax.tree.map(new_mean, mean, c_mean),
-                jax.tree.map(new_m2, m2, mean, c_mean, c_m2),
-            )
-            return carry, None
-
-        init = (jnp.zeros((), jnp.int32), jax.tree.map(zeros, params), jax.tree.map(zeros, params))
-        (_, mean, m2), _ = jax.lax.scan(body, init, chunks)
-
+        mean, m2 = _chunked_mean_and_m2(per_example_grads, params, batch, chunk_size)
     if axis_name is not None:
-        # Two rounds (the global mean first, then deviations from it) rather
-        # than one psum of sum(G) and sum(G**2), which would cancel as above.
-        local_mean = mean
-        mean = jax.tree.map(lambda m: jax.lax.psum(m * local_size, axis_name) / size, local_mean)
-        m2 = jax.tree.map(
-            lambda q, lm, gm: jax.lax.psum(q + local_size * jnp.square(lm - gm), axis_name),
-            m2,
-            local_mean,
-            mean,
-        )
+        mean, m2 = _global_mean_and_m2(mean, m2, local_size, size, axis_name)
 
     grad_mean = jax.tree.map(lambda d, m: m.astype(d), dtypes, mean)
     grad_variance = jax.tree.map(lambda d, q: (q / (size * (size - 1))).astype(d), dtypes, m2)
     return grad_mean, grad_variance
+
+
+def _checked_chunk_size(chunk_size: Any, local_size: int) -> int | None:
+    if chunk_size is None:
+        return None
+    if (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, (int, np.integer))
+        or chunk_size < 1
+        or local_size % chunk_size
+    ):
+        raise ValueError(
+            f"chunk_size must be a positive integer dividing the batch size {local_size} "
+            f"(axis 0 of the batch leaves), got {chunk_size!r}."
+        )
+    return int(chunk_size)
+
+
+def _chunked_mean_and_m2(
+    per_example_grads: Callable[[Any, Any], Any], params: Any, batch: Any, chunk_size: int
+) -> tuple[Any, Any]:
+    """:func:`_mean_and_m2` over the batch, ``chunk_size`` examples at a time."""
+    n_chunks = _batch_size(batch) // chunk_size
+    chunks = jax.tree.map(lambda x: jnp.reshape(x, (n_chunks, chunk_size) + np.shape(x)[1:]), batch)
+
+    def zeros(p):
+        # zeros_like, not zeros: the carry must be as varying as the params
+        return jnp.zeros_like(p, dtype=_accumulator_dtype(jnp.result_type(p)))
+
+    def body(carry, chunk):
+        index, mean, m2 = carry
+        c_mean, c_m2 = _mean_and_m2(per_example_grads(params, chunk))
+        # Chan et al.'s merge of (n, mean, m2) with a chunk of c examples:
+        # only deviations are squared, so nothing cancels against mean**2.
+        n_seen = index * chunk_size
+
+        def new_mean(mean, c_mean):
+            n = n_seen.astype(mean.dtype)
+            return mean + chunk_size / (n + chunk_size) * (c_mean - mean)
+
+        def new_m2(m2, mean, c_mean, c_m2):
+            n = n_seen.astype(mean.dtype)
+            return m2 + c_m2 + n * chunk_size / (n + chunk_size) * jnp.square(c_mean - mean)
+
+        carry = (
+            index + 1,
+            jax.tree.map(new_mean, mean, c_mean),
+            jax.tree.map(new_m2, m2, mean, c_mean, c_m2),
+        )
+        return carry, None
+
+    init = (jnp.zeros((), jnp.int32), jax.tree.map(zeros, params), jax.tree.map(zeros, params))
+    (_, mean, m2), _ = jax.lax.scan(body, init, chunks)
+    return mean, m2
+
+
+def _global_mean_and_m2(
+    mean: Any, m2: Any, local_size: int, size: Any, axis_name: Hashable
+) -> tuple[Any, Any]:
+    """The local moments summed over a data-parallel axis into the global batch's.
+
+    Two rounds (the global mean first, then deviations from it) rather than one
+    psum of sum(G) and sum(G**2), which would cancel as :func:`_mean_and_m2` says.
+    """
+    local_mean = mean
+    mean = jax.tree.map(lambda m: jax.lax.psum(m * local_size, axis_name) / size, local_mean)
+    m2 = jax.tree.map(
+        lambda q, lm, gm: jax.lax.psum(q + local_size * jnp.square(lm - gm), axis_name),
+        m2,
+        local_mean,
+        mean,
+    )
+    return mean, m2

@@ -20,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_signvar import _common, blocks
-from optax_signvar.core import Bounds, DissectedState
+from optax_signvar import _deprecation, _rates, blocks
+from optax_signvar._checks import check_rate
+from optax_signvar.dissection import Bounds
+from optax_signvar.transform import DissectedState
 
 __all__ = ["diagnostics"]
 
@@ -164,11 +166,12 @@ def _quantile_keys(quantiles: Sequence[float]) -> list[str]:
     return keys
 
 
+@_deprecation.renamed_arguments(beta="b1", beta2="b2")
 def diagnostics(
     state: optax.OptState,
     *,
-    beta: float = 0.9,
-    beta2: float | None = None,
+    b1: float = 0.9,
+    b2: float | None = None,
     grads: optax.Updates | None = None,
     bounds: Bounds | dict | None = None,
     learning_rate: optax.ScalarOrSchedule | None = None,
@@ -179,7 +182,7 @@ def diagnostics(
     r"""Scalars worth logging every step, read from an optimizer state.
 
     The state after step :math:`t` holds :math:`m_t` and :math:`v_t`; with
-    :math:`\hat m = m_t/(1-\beta^t)`, :math:`\hat v = v_t/(1-\beta_2^t)` (the
+    :math:`\hat m = m_t/(1-\beta_1^t)`, :math:`\hat v = v_t/(1-\beta_2^t)` (the
     running max instead of :math:`v_t` when the state keeps one) and Dissecting
     Adam's variance of :math:`\hat m`,
     :math:`\sigma^2 = \rho_t s_t = \rho_t \max(\hat v - \hat m^2, 0)/(1-\rho_t)`
@@ -222,7 +225,7 @@ def diagnostics(
 
     * ``lower_bound``, ``upper_bound``: :math:`\eta_l(t)`, :math:`\eta_u(t)`,
       the bounds on the per-element rate
-      :math:`a_t\sqrt{1-\beta_2^t}/((1-\beta^t)(\sqrt{v_t}+\epsilon))` of step
+      :math:`a_t\sqrt{1-\beta_2^t}/((1-\beta_1^t)(\sqrt{v_t}+\epsilon))` of step
       :math:`t` (as the optimizer formed them, :math:`a_t` read at count
       :math:`t-1`).
     * ``clipped_lower``, ``clipped_upper``: share of active coordinates whose
@@ -238,8 +241,9 @@ def diagnostics(
     A state without moments (``ssd``) gives ``count`` (and ``grad_norm``) only;
     one with a momentum but no second moment (``m_sgd``, ``m_ssd``) adds
     ``grad_cosine``. The statistics apply to any state with both moments:
-    for Adam-family states pass ``beta=b1, beta2=b2``; :math:`\rho_t` and
-    :math:`1-\rho_t` are those of :math:`\beta` (the momentum's decay), which is
+    pass the optimizer's ``b1`` and ``b2`` (a Dissecting Adam method's
+    ``beta`` is ``b1``, and ``b2`` defaults to it); :math:`\rho_t` and
+    :math:`1-\rho_t` are those of :math:`\beta_1` (the momentum's decay), which is
     right under Dissecting Adam's stationarity assumption for any
     :math:`\beta_2`, since then :math:`E[\hat v - \hat m^2] = (1-\rho_t)\sigma_g^2`.
     The moments are always debiased, also for a state built with
@@ -259,16 +263,18 @@ def diagnostics(
     step (a fixed key), so consecutive steps are comparable.
 
     Jittable: close over the keyword arguments (they fix the keys) and pass
-    ``state`` and ``grads`` as arguments; ``learning_rate``, ``beta`` and
+    ``state`` and ``grads`` as arguments; ``learning_rate``, ``b1``, ``b2`` and
     ``eps`` may also be traced arrays, e.g. the ``hyperparams`` of
     ``optax.inject_hyperparams``.
 
     Args:
       state: an optax state containing exactly one
         :class:`~optax_signvar.DissectedState` (or that state itself).
-      beta: decay of the first moment (``b1`` of the Adam family).
-      beta2: decay of the second moment; default ``beta`` (the one decay of
-        Dissecting Adam's methods). Adam-family states: ``b2``.
+      b1: decay of the first moment: the optimizer's ``b1`` (Adam family) or
+        ``beta`` (Dissecting Adam's methods).
+      b2: decay of the second moment: the optimizer's ``b2``; default ``b1``
+        (the one decay of Dissecting Adam's methods). ``beta``/``beta2`` are
+        the old spellings (deprecated).
       grads: the current gradient, optional.
       bounds: AdaBound's :class:`~optax_signvar.Bounds` (or a dict of its
         fields), for AdaBound-family states (``normalization="rms"``).
@@ -308,6 +314,42 @@ def diagnostics(
       Rate <https://openreview.net/forum?id=Bkg3g2R9FX>`_, 2019.
     """
     q_keys = _quantile_keys(quantiles)
+    bounds = _check_arguments(bounds, learning_rate, max_coordinates)
+    b2 = b1 if b2 is None else b2
+    found = _find_state(state)
+    count = jnp.asarray(jax.tree.leaves(found.count)[0])
+    mu, nu, nu_max = _leaves(found.mu), _leaves(found.nu), _leaves(found.nu_max)
+    second = nu_max if nu_max is not None else nu  # the buffer the update used
+    out = {"count": count.astype(_F32)}
+    if bounds is not None and (mu is None or second is None):
+        raise ValueError(
+            "diagnostics: bounds need AdaBound's state, with both moments; this state "
+            "keeps " + ("no second moment." if mu is not None else "no momentum.")
+        )
+    if mu is not None and second is not None:
+        mu32, second32 = _widen(mu), _widen(second)
+        active = [(m != 0) | (v > 0) for m, v in zip(mu32, second32, strict=True)]
+        n_active = _total(active)
+        out.update(
+            _moment_statistics(
+                mu32, second32, active, n_active, count, b1, b2, quantiles, q_keys, max_coordinates
+            )
+        )
+        # bounds imply learning_rate (checked above)
+        if bounds is not None and learning_rate is not None:
+            rate_args = (bounds, learning_rate, eps, b1, b2)
+            out.update(_bound_statistics(second32, active, n_active, count, *rate_args))
+    if grads is not None:
+        out.update(_gradient_statistics(grads, mu))
+    return {k: jnp.asarray(v).astype(_F32) for k, v in out.items()}
+
+
+def _check_arguments(
+    bounds: Bounds | dict | None,
+    learning_rate: optax.ScalarOrSchedule | None,
+    max_coordinates: int | None,
+) -> Bounds | None:
+    """The keyword arguments' checks; returns ``bounds`` as a :class:`Bounds`."""
     if max_coordinates is not None and max_coordinates < 1:
         raise ValueError(f"diagnostics: max_coordinates must be >= 1, got {max_coordinates!r}.")
     if bounds is not None and not isinstance(bounds, Bounds):
@@ -317,71 +359,69 @@ def diagnostics(
             "diagnostics: bounds and learning_rate go together (AdaBound's bounds on the "
             "per-element rate a_t * r_t); pass both or neither."
         )
-    beta2 = beta if beta2 is None else beta2
+    return bounds
 
-    found = _find_state(state)
-    count = jnp.asarray(jax.tree.leaves(found.count)[0])
-    mu, nu, nu_max = _leaves(found.mu), _leaves(found.nu), _leaves(found.nu_max)
-    second = nu_max if nu_max is not None else nu  # the buffer the update used
-    out = {"count": count.astype(_F32)}
 
-    if bounds is not None and (mu is None or second is None):
-        raise ValueError(
-            "diagnostics: bounds need AdaBound's state, with both moments; this state "
-            "keeps " + ("no second moment." if mu is not None else "no momentum.")
-        )
+def _moment_statistics(
+    mu32, second32, active, n_active, count, b1, b2, quantiles, q_keys, max_coordinates
+) -> dict[str, jax.Array]:
+    """The variance-adaptation statistics of a state with both moments."""
+    n_all = sum(x.size for x in mu32)
+    mh = blocks.bias_correction(mu32, blocks.debias_denominator(b1, count))
+    vh = blocks.bias_correction(second32, blocks.debias_denominator(b2, count))
+    # sigma^2 = rho_t * s_t, the variance of mh, exactly as M-SVAG forms it
+    var = blocks.variance_estimate(mh, vh, blocks.momentum_variance_scale(b1, count))
+    gamma = blocks.variance_factor(mh, var)
+    erf_factor = blocks.sign_variance_factor(mh, var, "optimal")
+    eta2 = [jnp.where(m * m > 0, s / (m * m), jnp.inf) for m, s in zip(mh, var, strict=True)]
+    out = {
+        "active_fraction": n_active / n_all if n_all else jnp.full([], jnp.nan, _F32),
+        "gamma_mean": _masked_mean(gamma, active, n_active),
+    }
+    out.update(_order_statistics(eta2, active, quantiles, q_keys, max_coordinates))
+    out["gamma_below_half"] = _masked_mean([g < 0.5 for g in gamma], active, n_active)
+    agreement = [(1.0 + f) / 2.0 for f in erf_factor]
+    out["sign_agreement"] = _masked_mean(agreement, active, n_active)
+    return out
 
-    if mu is not None and second is not None:
-        mu32, second32 = _widen(mu), _widen(second)
-        active = [(m != 0) | (v > 0) for m, v in zip(mu32, second32, strict=True)]
-        n_all = sum(x.size for x in mu32)
-        n_active = _total(active)
-        mh = blocks.bias_correction(mu32, blocks.debias_denominator(beta, count))
-        vh = blocks.bias_correction(second32, blocks.debias_denominator(beta2, count))
-        # sigma^2 = rho_t * s_t, the variance of mh, exactly as M-SVAG forms it
-        var = blocks.variance_estimate(mh, vh, blocks.momentum_variance_scale(beta, count))
-        gamma = blocks.variance_factor(mh, var)
-        erf_factor = blocks.sign_variance_factor(mh, var, "erf")
-        eta2 = [jnp.where(m * m > 0, s / (m * m), jnp.inf) for m, s in zip(mh, var, strict=True)]
 
-        out["active_fraction"] = n_active / n_all if n_all else jnp.full([], jnp.nan, _F32)
-        out["gamma_mean"] = _masked_mean(gamma, active, n_active)
-        out.update(_order_statistics(eta2, active, quantiles, q_keys, max_coordinates))
-        out["gamma_below_half"] = _masked_mean([g < 0.5 for g in gamma], active, n_active)
-        agreement = [(1.0 + f) / 2.0 for f in erf_factor]
-        out["sign_agreement"] = _masked_mean(agreement, active, n_active)
+def _bound_statistics(
+    second32, active, n_active, count, bounds, learning_rate, eps, b1, b2
+) -> dict[str, jax.Array]:
+    """AdaBound's bounds of step t and the shares of rates they clip."""
+    check_rate("learning_rate", learning_rate)
+    # the rate and the bounds of step t, formed as scale_by_dissection forms them
+    before = jnp.maximum(count - 1, 0)
+    ratio = _rates.rate_ratio(bounds.final_lr, learning_rate, "final_lr")
+    ratio = ratio(before) if callable(ratio) else ratio
+    a_t = _rates.value_at(learning_rate, before)
+    lower, upper = blocks.dynamic_bounds(ratio, bounds.gamma, count)
+    rate = blocks.adaptive_rate(second32, eps, blocks.adabound_step(b1, b2, count))
+    below = [r < lower.astype(r.dtype) for r in rate]
+    above = [r > upper.astype(r.dtype) for r in rate]
+    return {
+        "lower_bound": jnp.asarray(a_t * lower),
+        "upper_bound": jnp.asarray(a_t * upper),
+        "clipped_lower": _masked_mean(below, active, n_active),
+        "clipped_upper": _masked_mean(above, active, n_active),
+    }
 
-        # bounds imply learning_rate (checked above); both moments were checked too
-        if bounds is not None and learning_rate is not None:
-            _common.check_rate("learning_rate", learning_rate)
-            # the rate and the bounds of step t, formed as scale_by_dissection forms them
-            before = jnp.maximum(count - 1, 0)
-            ratio = _common.rate_ratio(bounds.final_lr, learning_rate, "final_lr")
-            ratio = ratio(before) if callable(ratio) else ratio
-            a_t = learning_rate(before) if callable(learning_rate) else learning_rate
-            lower, upper = blocks.dynamic_bounds(ratio, bounds.gamma, count)
-            rate = blocks.adaptive_rate(second32, eps, blocks.adabound_step(beta, beta2, count))
-            below = [r < lower.astype(r.dtype) for r in rate]
-            above = [r > upper.astype(r.dtype) for r in rate]
-            out["lower_bound"] = jnp.asarray(a_t * lower)
-            out["upper_bound"] = jnp.asarray(a_t * upper)
-            out["clipped_lower"] = _masked_mean(below, active, n_active)
-            out["clipped_upper"] = _masked_mean(above, active, n_active)
 
-    if grads is not None:
-        g = _widen(_arrays(grads))
-        g_norm = jnp.sqrt(_total([x * x for x in g]))
-        out["grad_norm"] = g_norm
-        if mu is not None:
-            m32 = _widen(mu)
-            if [x.shape for x in g] != [x.shape for x in m32]:
-                raise ValueError(
-                    "diagnostics: grads do not match the momentum the state tracks (leaf shapes "
-                    f"{[x.shape for x in g]} vs {[x.shape for x in m32]}); under optax.masked "
-                    "pass the gradients of the optimized parameters only."
-                )
-            dot = _total([x * m for x, m in zip(g, m32, strict=True)])
-            m_norm = jnp.sqrt(_total([m * m for m in m32]))
-            den = g_norm * m_norm
-            out["grad_cosine"] = jnp.where(den > 0, dot / jnp.where(den > 0, den, 1.0), 0.0)
-    return {k: jnp.asarray(v).astype(_F32) for k, v in out.items()}
+def _gradient_statistics(grads: optax.Updates, mu: list[jax.Array] | None) -> dict[str, jax.Array]:
+    """The gradient's norm and its cosine with the momentum."""
+    g = _widen(_arrays(grads))
+    g_norm = jnp.sqrt(_total([x * x for x in g]))
+    out = {"grad_norm": g_norm}
+    if mu is not None:
+        m32 = _widen(mu)
+        if [x.shape for x in g] != [x.shape for x in m32]:
+            raise ValueError(
+                "diagnostics: grads do not match the momentum the state tracks (leaf shapes "
+                f"{[x.shape for x in g]} vs {[x.shape for x in m32]}); under optax.masked "
+                "pass the gradients of the optimized parameters only."
+            )
+        dot = _total([x * m for x, m in zip(g, m32, strict=True)])
+        m_norm = jnp.sqrt(_total([m * m for m in m32]))
+        den = g_norm * m_norm
+        out["grad_cosine"] = jnp.where(den > 0, dot / jnp.where(den > 0, den, 1.0), 0.0)
+    return out

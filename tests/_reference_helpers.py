@@ -159,7 +159,7 @@ class AdaBoundWTranscription(torch.optim.Optimizer):
     learning-rate schedule.
 
     ``scale_decay_with_lr=True`` is *not* the authors' code: it multiplies the
-    decay by ``lr / base_lr`` as REFERENCE.md specifies for a schedule
+    decay by ``lr / base_lr`` as docs/update_rules.rst specifies for a schedule
     (``u <- u - lam * (a_t / a_0) * p``), the same workaround the authors apply
     to ``final_lr``.
 

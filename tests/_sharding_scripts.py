@@ -48,7 +48,7 @@ from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import optax_signvar as osv  # noqa: E402
-from tests.test_conformance import NAMES, OPTIMIZERS, make  # noqa: E402
+from tests.registry import NAMES, OPTIMIZERS, make  # noqa: E402
 
 STEPS = 3
 MARKER = "SHARDING-OK"

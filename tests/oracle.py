@@ -1,4 +1,4 @@
-"""Float64 numpy transcriptions of REFERENCE.md, written without the package.
+"""Float64 numpy transcriptions of docs/update_rules.rst, written without the package.
 
 Each oracle is a class with ``step(g, p, lr)`` that takes one leaf's gradient
 and parameters (numpy float64 arrays) and the rate ``a_t`` of this step, and

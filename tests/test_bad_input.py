@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import optax_signvar as osv
-from tests.test_conformance import NAMES, OPTIMIZERS, make
+from tests.registry import NAMES, OPTIMIZERS, make
 
 INVALID = [
     (osv.m_sgd, {"learning_rate": 0.1, "beta": 1.0}, "beta"),
@@ -18,7 +18,7 @@ INVALID = [
     (osv.svag, {"learning_rate": 0.1, "beta": 1.0}, "beta"),
     (osv.m_svag, {"learning_rate": 0.1, "beta": float("nan")}, "beta"),
     (osv.m_vassd, {"learning_rate": 0.1, "beta": 1.0}, "beta"),
-    (osv.m_vassd, {"learning_rate": 0.1, "factor": "bogus"}, "factor"),
+    (osv.m_vassd, {"learning_rate": 0.1, "variance_adaptation": "bogus"}, "variance_adaptation"),
     (osv.adam, {"learning_rate": 0.1, "b1": 1.0}, "b1"),
     (osv.adam, {"learning_rate": 0.1, "b2": -0.5}, "b2"),
     (osv.adam, {"learning_rate": 0.1, "eps": -1e-8}, "eps"),

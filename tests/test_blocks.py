@@ -89,7 +89,7 @@ def test_factors_are_in_unit_interval(d, var_scale):
     var = jnp.abs(jnp.asarray(d)) * var_scale
     for f in (
         blocks.variance_factor(d, var),
-        blocks.sign_variance_factor(d, var, "erf"),
+        blocks.sign_variance_factor(d, var, "optimal"),
         blocks.sign_variance_factor(d, var, "adam"),
     ):
         f = np.asarray(f)
@@ -103,11 +103,11 @@ def test_factor_values():
     eta = np.sqrt(np.array([0.0, 1.0, 0.0, 0.25]))
     with np.errstate(divide="ignore"):
         expected = [1.0, math.erf(1 / math.sqrt(2)), 0.0, math.erf(1 / (math.sqrt(2) * eta[3]))]
-    np.testing.assert_allclose(blocks.sign_variance_factor(d, var, "erf"), expected, rtol=1e-6)
+    np.testing.assert_allclose(blocks.sign_variance_factor(d, var, "optimal"), expected, rtol=1e-6)
     np.testing.assert_allclose(
         blocks.sign_variance_factor(d, var, "adam"), [1.0, 2**-0.5, 0.0, 0.8**0.5], rtol=1e-6
     )
-    with pytest.raises(ValueError, match="form"):
+    with pytest.raises(ValueError, match="variance_adaptation"):
         blocks.sign_variance_factor(d, var, "bogus")
 
 
@@ -119,7 +119,7 @@ def test_erf_factor_float32_matches_float64_erf():
     q = q.astype(np.float32)
     with np.errstate(divide="ignore"):
         d, var = np.ones_like(q), np.float32(0.5) / q  # q = d^2 / (2 var)
-    f = np.asarray(blocks.sign_variance_factor(d, var, "erf"), np.float64)
+    f = np.asarray(blocks.sign_variance_factor(d, var, "optimal"), np.float64)
     # the q the factor sees is 1 / (2 var) of the float32 var, not the q above
     exact = np.array([math.erf(math.sqrt(0.5 / v)) for v in var.astype(np.float64)])
     # jax.scipy.special.erf is within 3e-7 here; op by op (no FMA contraction) ours
@@ -143,7 +143,7 @@ def test_sign_factors_fall_from_one_to_zero_with_relative_variance():
     """Fig. 3 of Dissecting Adam: both factors decrease in eta, from 1 to 0."""
     eta = jnp.linspace(0.01, 50.0, 500)
     d, var = jnp.ones_like(eta), eta**2
-    for form in ("erf", "adam"):
+    for form in ("optimal", "adam"):
         f = np.asarray(blocks.sign_variance_factor(d, var, form))
         assert np.all(np.diff(f) <= 0)
         assert f[0] > 0.99 and f[-1] < 0.03

@@ -8,51 +8,13 @@ dtypes, state stability, ``MultiSteps``, strict dtype promotion, and a Flax
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-import optax_signvar as osv
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    factory: Callable[..., optax.GradientTransformationExtraArgs]
-    kwargs: dict
-    sign: bool = False  # sign methods move by +-rate and cannot settle on Rosenbrock
-
-
-OPTIMIZERS = {
-    "m_sgd": Entry(osv.m_sgd, {"learning_rate": 1e-2}),
-    "ssd": Entry(osv.ssd, {"learning_rate": 1e-2}, sign=True),
-    "m_ssd": Entry(osv.m_ssd, {"learning_rate": 1e-2}, sign=True),
-    "svag": Entry(osv.svag, {"learning_rate": 1e-2}),
-    "m_svag": Entry(osv.m_svag, {"learning_rate": 1e-2}),
-    "m_vassd": Entry(osv.m_vassd, {"learning_rate": 1e-2}, sign=True),
-    "m_vassd_adam": Entry(osv.m_vassd, {"learning_rate": 1e-2, "factor": "adam"}, sign=True),
-    "adam": Entry(osv.adam, {"learning_rate": 1e-1}),
-    "amsgrad": Entry(osv.amsgrad, {"learning_rate": 1e-1}),
-    "amsgrad_paper": Entry(osv.amsgrad, {"learning_rate": 1e-1, "bias_correction": False}),
-    "adabound": Entry(osv.adabound, {"learning_rate": 1e-2, "final_lr": 1e-2}),
-    "amsbound": Entry(osv.amsbound, {"learning_rate": 1e-2, "final_lr": 1e-2}),
-    "adaboundw": Entry(
-        osv.adaboundw, {"learning_rate": 1e-2, "final_lr": 1e-2, "weight_decay": 1e-6}
-    ),
-    "amsboundw": Entry(
-        osv.amsboundw, {"learning_rate": 1e-2, "final_lr": 1e-2, "weight_decay": 1e-6}
-    ),
-}
-NAMES = sorted(OPTIMIZERS)
-
-
-def make(name: str, **override) -> optax.GradientTransformationExtraArgs:
-    entry = OPTIMIZERS[name]
-    return entry.factory(**{**entry.kwargs, **override})
+from tests.registry import NAMES, OPTIMIZERS, make
 
 
 def parabola(dtype=jnp.float32):
@@ -216,6 +178,7 @@ def test_state_shape_and_dtype_stable(name, dtype):
             assert jax.tree.map(lambda x: (x.shape, x.dtype), state) == spec
 
 
+@pytest.mark.standard_promotion  # optax.MultiSteps divides by its int32 count
 @pytest.mark.parametrize("name", NAMES)
 def test_multisteps_first_update_is_zero(name):
     opt = optax.MultiSteps(make(name), every_k_schedule=4)

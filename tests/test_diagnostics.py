@@ -122,7 +122,7 @@ def _check_ranges(d):
 )
 def test_matches_numpy(name, opt, beta, beta2):
     state, grads = _run(opt)
-    d = diagnostics(state, beta=beta, beta2=beta2, grads=grads, max_coordinates=None)
+    d = diagnostics(state, b1=beta, b2=beta2, grads=grads, max_coordinates=None)
     expected, _, _ = _numpy_stats(state, beta, beta if beta2 is None else beta2, grads)
     assert set(d) == STAT_KEYS | {"grad_norm", "grad_cosine"}
     for key, want in expected.items():
@@ -130,7 +130,7 @@ def test_matches_numpy(name, opt, beta, beta2):
     assert float(d["active_fraction"]) == pytest.approx(207 / 220)
     _check_ranges(d)
     # the default max_coordinates (16,384) is exact for this size
-    default = diagnostics(state, beta=beta, beta2=beta2, grads=grads)
+    default = diagnostics(state, b1=beta, b2=beta2, grads=grads)
     for key in d:
         assert float(default[key]) == float(d[key]), key
 
@@ -156,6 +156,7 @@ def test_first_step_is_noise_free_and_fresh_state_is_nan():
     assert float(d["eta2_median"]) == 0.0 and float(d["sign_agreement"]) == 1.0
 
 
+@pytest.mark.standard_promotion  # it wraps the state in optax.MultiSteps
 def test_wrappers_find_the_state():
     plain, grads = _run(osv.m_svag(0.1))
     want = diagnostics(plain, grads=grads)
@@ -198,7 +199,7 @@ def test_adabound_bounds_and_clipped_shares():
     bounds = osv.Bounds(final_lr=0.01, gamma=0.1)
     opt = osv.adabound(schedule, final_lr=bounds.final_lr, gamma=bounds.gamma)
     state, _ = _run(opt, steps=5)
-    d = jax.jit(lambda s: diagnostics(s, beta2=0.999, bounds=bounds, learning_rate=schedule))(state)
+    d = jax.jit(lambda s: diagnostics(s, b2=0.999, bounds=bounds, learning_rate=schedule))(state)
     assert set(d) == STAT_KEYS | BOUND_KEYS
     _check_ranges(d)
     # step t = 5 used a_t = schedule(4) and f_t = final_lr * a_t / a_0
@@ -224,7 +225,7 @@ def test_adabound_under_inject_hyperparams():
     state, _ = _run(opt, steps=5)
     hp = state.hyperparams
     b = osv.Bounds(hp["final_lr"], hp["gamma"])
-    d = diagnostics(state, beta2=0.999, bounds=b, learning_rate=hp["learning_rate"])
+    d = diagnostics(state, b2=0.999, bounds=b, learning_rate=hp["learning_rate"])
     assert float(d["lower_bound"]) == pytest.approx(0.01 * (1 - 1 / 1.5), rel=1e-5)
     assert float(d["upper_bound"]) == pytest.approx(0.01 * 3, rel=1e-5)
     assert 0.0 <= float(d["clipped_lower"]) + float(d["clipped_upper"]) <= 1.0
@@ -279,7 +280,7 @@ def test_half_precision_moments_and_strict_promotion():
     ab_state, _ = _run(osv.adabound(1e-3), params=params)
     with jax.numpy_dtype_promotion("strict"):
         d = jax.jit(lambda s, g: diagnostics(s, grads=g))(state, grads)
-        b = jax.jit(lambda s: diagnostics(s, beta2=0.999, bounds=osv.Bounds(), learning_rate=1e-3))(
+        b = jax.jit(lambda s: diagnostics(s, b2=0.999, bounds=osv.Bounds(), learning_rate=1e-3))(
             ab_state
         )
     assert all(v.dtype == jnp.float32 for v in [*d.values(), *b.values()])
@@ -300,9 +301,11 @@ def test_flax_nnx_optimizer_state():
 
 
 def test_example_runs(capsys):
-    pytest.importorskip("sklearn")
-    pytest.importorskip("tqdm")
-    from benchmarks.diagnostics_example import main
+    # scikit-learn and tqdm are in the test extra: a missing one is a failure, not a skip.
+    import sklearn  # noqa: F401
+    import tqdm  # noqa: F401
+
+    from optax_signvar.demo.diagnostics import main
 
     history = main(["--steps", "12", "--no-progress"])
     assert len(history["loss"]) == len(history["gamma_mean"]) == 12

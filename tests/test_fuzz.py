@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import optax_signvar as osv
-from tests.test_conformance import NAMES, make
+from tests.registry import NAMES, make
 
 EXAMPLES = int(os.environ.get("OPTAX_SIGNVAR_FUZZ_EXAMPLES", "10"))
 DTYPES = ["bfloat16", "float16", "float32"]
@@ -112,7 +112,10 @@ FACTORS = {
     "m_svag": (lambda: osv.m_svag(1.0), lambda g, mh: np.abs(mh)),
     "svag": (lambda: osv.svag(1.0), lambda g, mh: np.abs(g)),
     "m_vassd": (lambda: osv.m_vassd(1.0), lambda g, mh: np.ones_like(g)),
-    "m_vassd_adam": (lambda: osv.m_vassd(1.0, factor="adam"), lambda g, mh: np.ones_like(g)),
+    "m_vassd_adam": (
+        lambda: osv.m_vassd(1.0, variance_adaptation="adam"),
+        lambda g, mh: np.ones_like(g),
+    ),
 }
 
 

@@ -57,7 +57,7 @@ CASES = {
     "m_svag_b0.99": (lambda lr: osv.m_svag(lr, 0.99), lambda s, a0: oracle.MSVAG(s, 0.99)),
     "m_vassd": (lambda lr: osv.m_vassd(lr), lambda s, a0: oracle.MVASSD(s)),
     "m_vassd_adam": (
-        lambda lr: osv.m_vassd(lr, factor="adam"),
+        lambda lr: osv.m_vassd(lr, variance_adaptation="adam"),
         lambda s, a0: oracle.MVASSD(s, factor="adam"),
     ),
     "adam": (lambda lr: osv.adam(lr), lambda s, a0: oracle.Adam(s)),
@@ -204,6 +204,7 @@ def run_twins(ours_tx, theirs_tx, dtype, steps=STEPS):
     return u1s, u2s
 
 
+@pytest.mark.standard_promotion  # optax's own adam, signum, amsgrad
 @pytest.mark.parametrize("name", sorted(OPTAX_TWINS))
 def test_equals_optax_float64(name, x64):
     make_ours, make_theirs = OPTAX_TWINS[name]
@@ -212,6 +213,7 @@ def test_equals_optax_float64(name, x64):
     assert exact_zeros_match(ours, theirs)
 
 
+@pytest.mark.standard_promotion  # optax's own adam, signum, amsgrad
 @pytest.mark.parametrize("name", sorted(OPTAX_TWINS))
 def test_equals_optax_float32(name):
     """Sign methods are bit-identical; Adam differs only by optax's float32 1 - b2**t.
@@ -230,6 +232,7 @@ def test_equals_optax_float32(name):
         assert max_relative_deviation(ours, theirs) < 3e-5
 
 
+@pytest.mark.standard_promotion  # optax's own adam, signum, amsgrad
 def test_optax_amsgrad_differs_from_torch_semantics(x64):
     """optax.amsgrad maxes the debiased v; ours (torch's) maxes the raw v.
 

@@ -1,4 +1,4 @@
-"""The papers' test problems (optax_signvar.problems) and the properties they exist to show."""
+"""The papers' test problems (optax_signvar.research.problems) and the properties they show."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import optax_signvar as osv
-from optax_signvar import problems
+from optax_signvar import research
+from optax_signvar.research import problems
 
 DIM = 8  # one shape for every quadratic: eager ops compile once per shape
 
@@ -275,13 +276,13 @@ def test_adam_drifts_to_plus_one_and_amsgrad_to_minus_one():
         "Adam": dict(
             learning_rate=h["learning_rate"],
             normalization="rms",
-            beta=0.0,
-            beta2=h["b2"],
+            b1=0.0,
+            b2=h["b2"],
             bias_correction=False,
         ),
         "AMSGrad": osv.amsgrad(**h, bias_correction=False),
     }
-    rows = osv.ablate(
+    rows = research.ablate(
         configs,
         functools.partial(problems.reddi_loss, c=c),
         jnp.asarray(0.0),

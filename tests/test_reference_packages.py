@@ -140,8 +140,9 @@ def test_stream_makes_the_amsgrad_max_bind(problem):
     assert max_rel_deviation(ams, adam) > 1e-4
 
 
+@pytest.mark.standard_promotion  # optax.amsgrad itself
 def test_optax_amsgrad_debiased_max_differs_from_torch(problem):
-    """optax.amsgrad maxes the *debiased* v (REFERENCE.md); the stream tells it apart.
+    """optax.amsgrad maxes the *debiased* v (docs/update_rules.rst); the stream tells it apart.
 
     This is what makes the tight AMSGrad comparison meaningful: the wrong
     placement of the max is visible far above the float64 tolerance.
@@ -290,7 +291,9 @@ def _lr_lambda(schedule_name, dtype):
     inside a compiled scan, whose float32 ``pow`` differs from the eager op by
     up to 4e-7 relative.
     """
-    with jax.enable_x64(dtype == np.float64):
+    # optax's schedules mix Python floats with the int32 count: standard promotion,
+    # as the package evaluates them (tests/conftest.py makes tests strict)
+    with jax.enable_x64(dtype == np.float64), jax.numpy_dtype_promotion("standard"):
         schedule = SCHEDULES[schedule_name]()
 
         def body(count, _):
@@ -324,7 +327,7 @@ def test_schedule_matches_package_under_lambda_lr(name, schedule, dtype, problem
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 @pytest.mark.parametrize("name", ["adaboundw", "amsboundw"])
 def test_decoupled_decay_follows_schedule(name, schedule, dtype, problem):
-    """Under a schedule the package decays at lam * a_t / a_0 (REFERENCE.md), which
+    """Under a schedule the package decays at lam * a_t / a_0 (docs/update_rules.rst), which
     the authors' AdaBoundW does not do (it ignores the scheduler); the reference
     here is the transcription with that one documented change."""
     c = BOUND_CONFIGS["default"]

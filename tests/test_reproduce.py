@@ -17,7 +17,15 @@ import pytest
 from benchmarks.reproduce import cli
 
 
-@pytest.mark.parametrize("name", list(cli.EXPERIMENTS))
+def _experiments():
+    # adabound's experiment evaluates optax's rate schedule at the int32 count itself
+    return [
+        pytest.param(n, marks=pytest.mark.standard_promotion) if n == "adabound" else n
+        for n in cli.EXPERIMENTS
+    ]
+
+
+@pytest.mark.parametrize("name", _experiments())
 def test_smoke_run_writes_results(name, tmp_path, capsys):
     out = cli.main([name, "--smoke", "--no-progress", "--out", str(tmp_path)])
     files = out[name]["files"]

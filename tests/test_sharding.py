@@ -7,7 +7,7 @@ CPU devices), bounded by a timeout, its output shown on failure:
 - ``tests/_sharding_scripts.py``: all optimizers of the conformance table (and
   variants) on a 1-D mesh and on an FSDP-style 2-D mesh keep their state sharded
   like the parameters and match a single-device run bit for bit;
-- ``benchmarks/data_parallel.py``: the digits MLP trained data-parallel with
+- ``python -m optax_signvar.demo.data_parallel``: the digits MLP trained data-parallel with
   ``m_svag`` fed the global mini-batch variance follows the single-device run on
   8 simulated devices, and on 2 processes x 2 devices joined by
   ``jax.distributed.initialize`` on localhost with gloo CPU collectives.
@@ -26,7 +26,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "tests", "_sharding_scripts.py")
-EXAMPLE = os.path.join(ROOT, "benchmarks", "data_parallel.py")
+# run as a module with cwd=ROOT (``-m`` puts the cwd first on sys.path): this checkout's package
+EXAMPLE = ["-m", "optax_signvar.demo.data_parallel"]
 STEPS = 20
 TIMEOUT = 180  # seconds, per subprocess; the runs take ~5-10 s
 
@@ -75,14 +76,14 @@ def test_every_optimizer_keeps_the_params_sharding_and_single_device_results(mes
 
 
 # --------------------------------------------------------------------------- #
-# Data-parallel training (benchmarks/data_parallel.py)
+# Data-parallel training (optax_signvar/demo/data_parallel.py)
 # --------------------------------------------------------------------------- #
 
 
 def train(path, devices: int, *extra: str) -> list:
     """Arguments of one run of the example that saves to ``path``."""
     return [
-        EXAMPLE,
+        *EXAMPLE,
         f"--devices={devices}",
         f"--steps={STEPS}",
         "--batch-size=64",

@@ -19,12 +19,12 @@ a function of the fraction of training done are then the paper's.
 
 Second panel: the bounds and the distribution (10/50/90th percentiles over all parameters) of
 AdaBound's clipped per-element rates, ``clip(a_t r_t, lo_t, hi_t)``, at the recorded steps,
-showing the transition from Adam-like to SGD-like rates. :func:`optax_signvar.ablate` records
-losses only, so one extra training run of the picked AdaBound configuration (seed 0, the same
-initial parameters and mini-batch keys as ablate's seed-0 run) records them from the optimizer
-state with :func:`optax_signvar.diagnostics` (bounds, clipped shares) and the package's blocks
-(the per-element rates); its mini-batch losses are compared with ablate's seed-0 run as a
-check that it follows the same trajectory.
+showing the transition from Adam-like to SGD-like rates. :func:`optax_signvar.research.ablate`
+records losses only, so one extra training run of the picked AdaBound configuration (seed 0, the
+same initial parameters and mini-batch keys as ablate's seed-0 run) records them from the
+optimizer state with :func:`optax_signvar.diagnostics` (bounds, clipped shares) and the
+package's blocks (the per-element rates); its mini-batch losses are compared with ablate's
+seed-0 run as a check that it follows the same trajectory.
 
 Substituted: CIFAR-10 cannot be obtained on this machine, so the data are Fashion-MNIST and the
 network a small WRN (by default WRN-10-1 with 8 stem channels, widths 8/16/32, instead of
@@ -130,7 +130,7 @@ def rate_trace(
 ) -> dict[str, np.ndarray]:
     """AdaBound's bounds and per-element rates at the ``logged`` steps of one training run.
 
-    Keys and initial parameters are drawn as :func:`optax_signvar.ablate` draws them for
+    Keys and initial parameters are drawn as :func:`optax_signvar.research.ablate` draws them for
     ``seed``. At step ``t`` (0-based) the statistics are those of update ``t`` (the state after
     it, count ``t + 1``); ``loss`` is the mini-batch loss before it, as ablate records it.
     """
@@ -142,7 +142,7 @@ def rate_trace(
 
     def stats(state: Any) -> dict[str, jax.Array]:
         d = osv.diagnostics(
-            state, beta=B1, beta2=B2, bounds=bounds, learning_rate=rate, eps=EPS, quantiles=()
+            state, b1=B1, b2=B2, bounds=bounds, learning_rate=rate, eps=EPS, quantiles=()
         )
         found = _dissected(state)
         a_t = schedule(found.count - 1)

@@ -24,8 +24,8 @@ def curves(eta: np.ndarray) -> dict[str, np.ndarray]:
         m = np.ones_like(eta, dtype=np.float64)
         s = eta.astype(np.float64) ** 2
         return {
-            "sign_optimal_erf": np.asarray(blocks.sign_variance_factor(m, s, form="erf")),
-            "adam": np.asarray(blocks.sign_variance_factor(m, s, form="adam")),
+            "sign_optimal_erf": np.asarray(blocks.sign_variance_factor(m, s, "optimal")),
+            "adam": np.asarray(blocks.sign_variance_factor(m, s, "adam")),
             "raw_optimal": np.asarray(blocks.variance_factor(m, s)),
         }
 

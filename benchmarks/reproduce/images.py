@@ -4,7 +4,7 @@
   entropy of a mini-batch drawn with the key, uniformly *with* replacement from the training
   subset), ``init_params(key)`` and ``eval_fn(params)`` -> ``{"train_loss", "test_loss",
   "test_acc"}`` (on a fixed training subset and the test subset, in chunks) that
-  :func:`optax_signvar.ablate` trains and records.
+  :func:`optax_signvar.research.ablate` trains and records.
 * :class:`Scale` and :func:`add_arguments` / :func:`scale_of`: the options every experiment
   takes (``--steps --batch-size --train-size --test-size --train-eval-size --grid --records``)
   over its own defaults, and the ``--smoke`` configuration (sklearn's digits, no download).
@@ -46,7 +46,7 @@ from benchmarks.reproduce import data, nets, tuning
 
 @dataclass(frozen=True)
 class Problem:
-    """A data set and a network as :func:`optax_signvar.ablate` takes them."""
+    """A data set and a network as :func:`optax_signvar.research.ablate` takes them."""
 
     loss_fn: Callable[[Any, jax.Array], jax.Array]
     init_params: Callable[[jax.Array], Any]

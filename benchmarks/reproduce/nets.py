@@ -4,7 +4,7 @@
 * :func:`net_3c3d`: DeepOBS' ``cifar10_3c3d`` (P2), on 28x28x1 inputs instead of 32x32x3.
 * :func:`wide_resnet`: a pre-activation wide ResNet WRN-d-k (P3; AdaBound's CIFAR runs use a
   ResNet-34), with **GroupNorm instead of BatchNorm**: the optimizers are compared through a
-  pure ``loss_fn(params, key)`` (:func:`optax_signvar.ablate`), which has no place for the
+  pure ``loss_fn(params, key)`` (:func:`optax_signvar.research.ablate`), which has no place for the
   running statistics BatchNorm keeps, and GroupNorm needs none (it normalizes each example on
   its own, identically in training and evaluation).
 
@@ -81,7 +81,7 @@ def conv(p: Params, x: jax.Array, *, stride: int = 1, padding: str = "SAME") -> 
 
 # XLA:CPU runs a convolution fast (Eigen) only in the canonical NHWC/HWIO form. Autodiff's
 # weight and input gradients are convolutions in other forms; at the top level XLA fixes
-# their layouts, but inside a while loop (`lax.scan`, which `optax_signvar.ablate` trains
+# their layouts, but inside a while loop (`lax.scan`, which `optax_signvar.research.ablate` trains
 # in) it does not, and they run 10-30x slower (jax-ml/jax#12868): a 2c2d step took 5 s
 # instead of 0.3 s. So the backward pass is written by hand, as canonical convolutions on
 # transposed operands; it equals autodiff's (tests/test_reproduce_data.py checks it).

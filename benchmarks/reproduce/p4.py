@@ -9,7 +9,7 @@ The network follows DeepOBS: a 128-dimensional embedding, two LSTM layers of 128
 on the input and output of each layer during training (as DeepOBS's ``DropoutWrapper``,
 one mask per time step), a softmax layer over the vocabulary, the mean cross entropy
 over all 50 x batch positions. Differences to DeepOBS, for a stateless
-``loss_fn(params, key)`` that :func:`optax_signvar.ablate` can scan:
+``loss_fn(params, key)`` that :func:`optax_signvar.research.ablate` can scan:
 
 - every mini-batch is ``batch`` windows of 51 characters at uniformly random positions
   of the training text, each starting from a zero LSTM state; DeepOBS walks through the

@@ -10,12 +10,12 @@ AMSGrad keeps the max of the second moment, so its steps on the ``-1`` rounds st
 and ``x -> -1``, ``R_T/T -> 0``.
 
 Both are the package's optimizers in the paper's form (no bias correction):
-``dissect(schedule, normalization="rms", beta=0, beta2=1/(1+C^2), bias_correction=False)``
+``dissect(schedule, normalization="rms", b1=0, b2=1/(1+C^2), bias_correction=False)``
 for Adam and ``amsgrad(schedule, b1=0, b2=1/(1+C^2), bias_correction=False)`` (Alg. 2) for
 AMSGrad, plus ``adam``/``amsgrad`` with their default bias correction, which changes nothing
-here. Runs go through :func:`optax_signvar.ablate` with ``inputs`` = the round ``t``, the
+here. Runs go through :func:`optax_signvar.research.ablate` with ``inputs`` = the round ``t``, the
 projection onto ``[-1, 1]`` and the regret loss ``f_t(x) - f_t(-1)``
-(:func:`optax_signvar.problems.reddi_loss`), so ``mean_loss`` is ``R_t/t``. The start is
+(:func:`optax_signvar.research.problems.reddi_loss`), so ``mean_loss`` is ``R_t/t``. The start is
 ``x_1 = 0`` (``--x0``); Adam drifts to ``+1`` even from the optimum ``x_1 = -1``.
 """
 
@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import optax_signvar as osv
-from optax_signvar import problems
+from optax_signvar import research
+from optax_signvar.research import problems
 
 CS = (3.0, 10.0)
 
@@ -44,8 +45,8 @@ def methods(c: float, rate: float) -> dict:
         "Adam": osv.dissect(
             h["learning_rate"],
             normalization="rms",
-            beta=h["b1"],
-            beta2=h["b2"],
+            b1=h["b1"],
+            b2=h["b2"],
             bias_correction=False,
         ),
         "AMSGrad": osv.amsgrad(**h, bias_correction=False),
@@ -67,11 +68,13 @@ def run_c(c: float, rate: float, x0: float, steps: int, log_every: int) -> list[
         eval_fn=lambda x: {"x": x},
     )
     configs = methods(c, rate)
-    long = osv.ablate(
+    long = research.ablate(
         configs, steps=steps, log_every=log_every, inputs=jnp.arange(1, steps + 1), **common
     )
     short_steps = min(log_every, steps)
-    short = osv.ablate(configs, steps=short_steps, inputs=jnp.arange(1, short_steps + 1), **common)
+    short = research.ablate(
+        configs, steps=short_steps, inputs=jnp.arange(1, short_steps + 1), **common
+    )
     return [r for r in short] + [r for r in long if r["step"] >= short_steps]
 
 

@@ -10,8 +10,8 @@ noise model (an oracle, as in the paper). The optimizers are the package's:
 ``lax.scan`` per noise structure for both methods, whose rate is overwritten every step with
 the oracle's.
 
-Two noise models (see :mod:`optax_signvar.problems`), both run on the same ``Q``, ``x*`` and
-standard normal draws:
+Two noise models (see :mod:`optax_signvar.research.problems`), both run on the same ``Q``,
+``x*`` and standard normal draws:
 
 * **Hessian-shaped noise, Sigma = nu Q** (the main result, top rows of the figure): our
   reading of the paper, not confirmed from its text. Axis-aligned problems get a diagonal
@@ -28,15 +28,15 @@ standard normal draws:
 The noise-free problems (``nu = 0``) are the same under both models and run once.
 
 What is exact and what is sampled: the step sizes and the expected one-step improvements are
-closed forms (:func:`optax_signvar.problems.optimal_local_step`), except SSD's pairwise term
-``sum_{i != j} q_ij Cov(sign g_i, sign g_j)`` with a full ``Sigma`` (rotated problems with
+closed forms (:func:`optax_signvar.research.problems.optimal_local_step`), except SSD's pairwise
+term ``sum_{i != j} q_ij Cov(sign g_i, sign g_j)`` with a full ``Sigma`` (rotated problems with
 Hessian-shaped noise), which is a Monte Carlo estimate from ``--mc-samples`` fresh samples per
-step inside the scan (the JSON's ``oracle_terms`` lists which term is which, per problem
-group). The curves ``f(x_t)`` are sample paths (noise and problem draws), summarised over seeds
-(median and quartiles). The oracle is checked against a full Monte Carlo estimate
-(:func:`optax_signvar.problems.optimal_local_step_mc`) on the first seed's problems, at ``x0``
-and at ``x0 + 0.9 (x* - x0)`` (noise-dominated for the noisy problems). Each seed draws the
-spectrum, rotation and ``x*`` once and shares them across the noise levels and models, and
+step inside the scan (the JSON's ``oracle_terms`` lists which term is which, per problem group).
+The curves ``f(x_t)`` are sample paths (noise and problem draws), summarised over seeds (median
+and quartiles). The oracle is checked against a full Monte Carlo estimate
+(:func:`optax_signvar.research.problems.optimal_local_step_mc`) on the first seed's problems, at
+``x0`` and at ``x0 + 0.9 (x* - x0)`` (noise-dominated for the noisy problems). Each seed draws
+the spectrum, rotation and ``x*`` once and shares them across the noise levels and models, and
 SGD and SSD see the same noise draws.
 
 The paper's finding: SSD beats SGD only on the noisy, ill-conditioned (b), axis-aligned
@@ -58,7 +58,7 @@ import numpy as np
 import optax
 
 import optax_signvar as osv
-from optax_signvar import problems
+from optax_signvar.research import problems
 
 SPECTRA = ("a", "b")
 ROTATED = (False, True)

@@ -1,7 +1,7 @@
 """Method comparisons as the papers make them: tune a constant rate per method on a log
 grid (one seed), then rerun the best rate with more seeds; curves as mean +- 1 sd.
 
-Every run goes through :func:`optax_signvar.ablate`, so all methods of one comparison see
+Every run goes through :func:`optax_signvar.research.ablate`, so all methods of one comparison see
 the same initial parameters and the same mini-batch keys for a given seed.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-import optax_signvar as osv
+from optax_signvar import research
 
 # rate -> keyword arguments of optax_signvar.dissect, or an optax transformation
 Method = Callable[[float], Any]
@@ -46,7 +46,7 @@ def tune_and_repeat(
       ctx: the experiment's context (progress bars).
       methods: name -> function of the rate returning the optimizer (or dissect kwargs).
       grid: the rates to try, for all methods or per method name.
-      loss_fn, init_params, steps, log_every, eval_fn: as :func:`optax_signvar.ablate`.
+      loss_fn, init_params, steps, log_every, eval_fn: as :func:`optax_signvar.research.ablate`.
       seeds: the seeds of the final runs; the first also tunes, and its tuning run is
         reused.
       select: the column whose final value (mean over seeds) picks the rate.
@@ -66,7 +66,9 @@ def tune_and_repeat(
     for name, make in methods.items():
         scores[name] = {}
         for rate in grids[name]:
-            rows = osv.ablate({name: make(rate)}, loss_fn, init_params, seeds=seeds[:1], **common)
+            rows = research.ablate(
+                {name: make(rate)}, loss_fn, init_params, seeds=seeds[:1], **common
+            )
             tuned_rows[(name, rate)] = rows
             scores[name][rate] = _final(rows, select)
             bar.update(1)
@@ -80,7 +82,7 @@ def tune_and_repeat(
     for name, make in methods.items():
         rows += tuned_rows[(name, best[name])]
         if len(seeds) > 1:
-            rows += osv.ablate(
+            rows += research.ablate(
                 {name: make(best[name])}, loss_fn, init_params, seeds=seeds[1:], **common
             )
         bar.update(1)
@@ -106,7 +108,7 @@ def final_table(rows: list[dict]) -> dict[str, dict[str, list[float]]]:
 def plot_band(ax: Any, rows: list[dict], column: str, *, label_fmt: str = "{config}") -> None:
     """Mean +- 1 sd over seeds of ``column`` against step, one line per configuration."""
     for config in dict.fromkeys(r["config"] for r in rows):
-        summary = osv.summarize([r for r in rows if r["config"] == config], value=column)
+        summary = research.summarize([r for r in rows if r["config"] == config], value=column)
         steps = np.array([s["step"] for s in summary])
         mean = np.array([s["mean"] for s in summary])
         std = np.array([s["std"] for s in summary])

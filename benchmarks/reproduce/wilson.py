@@ -2,7 +2,7 @@
 
 Wilson et al. (2017, sec. 3.3) build a linearly separable least-squares problem (``n``
 samples, label ``+1`` with probability ``p``, features ``y_i, 1, 1`` plus one or five
-features unique to the sample; :func:`optax_signvar.problems.wilson_data`) on which
+features unique to the sample; :func:`optax_signvar.research.problems.wilson_data`) on which
 ``X sign(X^T y) = 4 y``: an iterate that stays proportional to ``sign(X^T y)`` interpolates
 the training set but scores ``tau (y + 2) > 0`` on every new sample (its unique features
 have weight 0), i.e. predicts the majority class, test accuracy ~ ``p``. Gradient descent
@@ -15,7 +15,7 @@ up to its ``eps``, while the variance-adapted M-SVAG, like M-SGD and SGD, leaves
 Each method is the package's named optimizer (SGD is ``dissect(lr, momentum=False)``), run
 full batch from ``w = 0`` with a fixed rate (below; no tuning: the rate changes how fast, not
 where, except that a too large sign step oscillates around ``lambda = 1/4``) through
-:func:`optax_signvar.ablate`, on ``--seeds`` independent draws of the data (train and fresh
+:func:`optax_signvar.research.ablate`, on ``--seeds`` independent draws of the data (train and fresh
 test samples; each draw is one ``ablate`` call, as the data live in the loss). Reported per
 method: the largest angle over the recorded steps between ``w_t`` and the line through
 ``sign(X^T y)`` (exact residual, not ``arccos`` of a rounded cosine), the final train loss,
@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import optax_signvar as osv
-from optax_signvar import problems
+from optax_signvar import research
+from optax_signvar.research import problems
 
 # name -> (optimizer of the rate, rate)
 METHODS = {
@@ -98,7 +99,7 @@ def run_seed(seed: int, n: int, p: float, num_test: int, steps: int, log_every: 
             **geometry(w, s),
         }
 
-    rows = osv.ablate(
+    rows = research.ablate(
         {name: make(rate) for name, (make, rate) in METHODS.items()},
         lambda w, _: problems.least_squares_loss(w, x, y),
         jnp.zeros(x.shape[1]),
@@ -180,7 +181,7 @@ def run(ctx):
     fig, axes = ctx.figure(1, 2, figsize=(11, 4))
     for name in METHODS:
         summary = {
-            k: osv.summarize([r for r in rows if r["config"] == name], value=k)
+            k: research.summarize([r for r in rows if r["config"] == name], value=k)
             for k in ("test_acc", "cos")
         }
         t = np.array([s["step"] for s in summary["test_acc"]])

@@ -23,20 +23,18 @@ Needs the ``examples`` extras (scikit-learn, tqdm, matplotlib for ``--plot``)::
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 from collections.abc import Callable, Sequence
-from types import ModuleType
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 import optax_signvar as osv
+from optax_signvar.demo.digits import _require, accuracy, init_mlp, load_data, loss_fn
 
-__all__ = ["LEARNING_RATES", "OPTIMIZERS", "main"]
+__all__ = ["LEARNING_RATES", "OPTIMIZERS", "main", "parse_args", "plot", "train"]
 
 LEARNING_RATES = {
     "m_sgd": 0.3,
@@ -53,61 +51,6 @@ OPTIMIZERS = {
     "adam": lambda: osv.adam(LEARNING_RATES["adam"]),
     "adabound": lambda: osv.adabound(learning_rate=LEARNING_RATES["adabound"], final_lr=0.1),
 }
-
-_EXTRAS_HINT = 'install the examples extras: pip install -e ".[examples]"'
-
-
-def _require(module: str, package: str) -> ModuleType:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise SystemExit(f"optax_signvar.demo needs {package}; {_EXTRAS_HINT}") from None
-
-
-def load_data(split_seed: int = 0) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Standardized digits as float32 arrays ``(x_train, y_train, x_test, y_test)``.
-
-    The split is fixed by ``split_seed`` (not the demo's ``--seed``), so runs
-    with different seeds are scored on the same test set.
-    """
-    datasets = _require("sklearn.datasets", "scikit-learn")
-    model_selection = _require("sklearn.model_selection", "scikit-learn")
-    x, y = datasets.load_digits(return_X_y=True)
-    x_tr, x_te, y_tr, y_te = model_selection.train_test_split(
-        x, y, test_size=0.25, random_state=split_seed, stratify=y
-    )
-    # Statistics from the training split only, so the test set stays unseen;
-    # some border pixels are constant, hence the floor on the scale.
-    mean, std = x_tr.mean(0), np.maximum(x_tr.std(0), 1e-6)
-
-    def standardize(a: np.ndarray) -> jax.Array:
-        return jnp.asarray((a - mean) / std, jnp.float32)
-
-    return standardize(x_tr), jnp.asarray(y_tr), standardize(x_te), jnp.asarray(y_te)
-
-
-def init_mlp(key: jax.Array, sizes: Sequence[int] = (64, 64, 10)) -> dict[str, jax.Array]:
-    params: dict[str, jax.Array] = {}
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        key, sub = jax.random.split(key)
-        # Glorot-normal scaling keeps tanh units out of saturation at the start.
-        scale = jnp.sqrt(2.0 / (n_in + n_out))
-        params[f"w{i}"] = scale * jax.random.normal(sub, (n_in, n_out), jnp.float32)
-        params[f"b{i}"] = jnp.zeros((n_out,), jnp.float32)
-    return params
-
-
-def mlp(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
-    h = jnp.tanh(x @ params["w0"] + params["b0"])
-    return h @ params["w1"] + params["b1"]
-
-
-def loss_fn(params: dict[str, jax.Array], x: jax.Array, y: jax.Array) -> jax.Array:
-    return optax.softmax_cross_entropy_with_integer_labels(mlp(params, x), y).mean()
-
-
-def accuracy(params: dict[str, jax.Array], x: jax.Array, y: jax.Array) -> jax.Array:
-    return jnp.mean(jnp.argmax(mlp(params, x), -1) == y)
 
 
 def make_epoch(opt: optax.GradientTransformation, batch_size: int) -> Callable[..., Any]:
@@ -264,7 +207,3 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         plot(histories, args.plot)
         print(f"saved {args.plot}")
     return results
-
-
-if __name__ == "__main__":
-    main()

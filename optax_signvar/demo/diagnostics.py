@@ -1,7 +1,7 @@
 """Logging ``optax_signvar.diagnostics`` every step while training with M-SVAG.
 
-Trains the demo's 64-64-10 tanh MLP on sklearn's digits (``optax_signvar.demo``: same
-data split, standardisation and initialisation) with ``osv.m_svag`` on mini-batches,
+Trains the demo's 64-64-10 tanh MLP on sklearn's digits (:mod:`optax_signvar.demo.digits`:
+the same data split, standardisation and initialisation) with ``osv.m_svag`` on mini-batches,
 computes the diagnostics of the optimizer state inside the jitted step, shows the mean
 variance-adaptation factor and the estimated sign agreement in a tqdm progress bar, and
 prints a table at a few steps. What to expect: at step 1 the variance estimate is 0
@@ -11,8 +11,8 @@ signs of the momentum become less reliable, and the steps shrink by themselves.
 
 Usage::
 
-    python -m benchmarks.diagnostics_example                  # ~10 s on 2 CPU cores
-    python -m benchmarks.diagnostics_example --steps 2000 --lr 0.1 --no-progress
+    python -m optax_signvar.demo.diagnostics                  # ~10 s on 2 CPU cores
+    python -m optax_signvar.demo.diagnostics --steps 2000 --lr 0.1 --no-progress
 
 Needs the ``examples`` extras (scikit-learn, tqdm): ``pip install -e ".[examples]"``.
 """
@@ -21,14 +21,19 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
 import optax
 
 import optax_signvar as osv
-from optax_signvar import demo
+from optax_signvar.demo.compare import LEARNING_RATES
+from optax_signvar.demo.digits import _require, accuracy, init_mlp, load_data, loss_fn
 from optax_signvar.monitoring import diagnostics
+
+__all__ = ["main", "make_step", "parse_args"]
 
 COLUMNS = {  # key of the diagnostics -> column header
     "active_fraction": "active",
@@ -44,19 +49,19 @@ COLUMNS = {  # key of the diagnostics -> column header
 }
 
 
-def make_step(opt, beta):
+def make_step(opt: optax.GradientTransformation, beta: float) -> Callable[..., Any]:
     """One jitted training step that also returns the loss and the state's diagnostics."""
 
     @jax.jit
-    def step(params, state, x, y):
-        loss, grads = jax.value_and_grad(demo.loss_fn)(params, x, y)
+    def step(params: Any, state: Any, x: jax.Array, y: jax.Array) -> tuple[Any, ...]:
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
         updates, state = opt.update(grads, state, params)
         # the diagnostics of the state after the update, with this step's gradient
         return (
             optax.apply_updates(params, updates),
             state,
             loss,
-            diagnostics(state, beta=beta, grads=grads),
+            diagnostics(state, b1=beta, grads=grads),
         )
 
     return step
@@ -67,27 +72,29 @@ def _table_steps(steps: int) -> list[int]:
     return sorted({s for s in marks if s < steps} | {steps})
 
 
-def main(argv=None):
-    """Train, log, print the table; returns the per-step history (a dict of lists)."""
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.diagnostics_example", description=__doc__.split("\n")[0]
+        prog="python -m optax_signvar.demo.diagnostics", description=(__doc__ or "").split("\n")[0]
     )
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps (default: 1000)")
     p.add_argument("--batch-size", type=int, default=32, help="(default: 32)")
-    p.add_argument("--lr", type=float, default=demo.LEARNING_RATES["m_svag"], help="(0.3)")
+    p.add_argument("--lr", type=float, default=LEARNING_RATES["m_svag"], help="(0.3)")
     p.add_argument("--beta", type=float, default=0.9, help="M-SVAG's decay (default: 0.9)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch_size < 1:
         p.error("--steps and --batch-size must be positive")
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        raise SystemExit('needs tqdm: pip install -e ".[examples]"') from None
+    return args
 
-    x_tr, y_tr, x_te, y_te = demo.load_data()
-    params = demo.init_mlp(jax.random.key(args.seed))
+
+def main(argv: Sequence[str] | None = None) -> dict[str, list[float]]:
+    """Train, log, print the table; returns the per-step history (a dict of lists)."""
+    args = parse_args(argv)
+    tqdm = _require("tqdm", "tqdm").tqdm
+
+    x_tr, y_tr, x_te, y_te = load_data()
+    params = init_mlp(jax.random.key(args.seed))
     opt = osv.m_svag(args.lr, beta=args.beta)
     state = opt.init(params)
     step = make_step(opt, args.beta)
@@ -121,7 +128,7 @@ def main(argv=None):
     print("-" * len(header))
     for t, loss, diag in rows:
         print(f"{t:>6} {loss:>7.4f} " + " ".join(f"{diag[k]:>8.3g}" for k in COLUMNS))
-    acc = float(demo.accuracy(params, x_te, y_te))
+    acc = float(accuracy(params, x_te, y_te))
     print(f"\ntest accuracy {acc:.3f} after {args.steps} steps ({seconds:.1f} s, compile included)")
     history["test_accuracy"] = [acc]
     return history

@@ -75,11 +75,11 @@ def ablate(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> import optax_signvar as osv
+      >>> from optax_signvar import research
       >>> def loss_fn(x, key):  # a noisy quadratic
       ...   g = 0.5 * jax.random.normal(key, x.shape)
       ...   return 0.5 * jnp.sum(x**2) + jnp.sum(g * x)
-      >>> rows = osv.ablate(
+      >>> rows = research.ablate(
       ...     {"M-SGD": dict(learning_rate=0.1),
       ...      "M-SVAG": dict(learning_rate=0.1, variance_adaptation="optimal")},
       ...     loss_fn, jnp.ones(10), steps=100, seeds=[0, 1], log_every=50)
@@ -172,7 +172,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], value: str = "loss") -> list[di
       Rows ``{"config", "step", "mean", "std", "n"}`` in the order first seen.
 
     Example:
-      >>> from optax_signvar import summarize
+      >>> from optax_signvar.research import summarize
       >>> summarize([{"config": "a", "seed": 0, "step": 0, "loss": 1.0},
       ...            {"config": "a", "seed": 1, "step": 0, "loss": 3.0}])
       [{'config': 'a', 'step': 0, 'mean': 2.0, 'std': 1.0, 'n': 2}]

@@ -12,7 +12,7 @@ the oracle's:
 
 Usage::
 
-    python -m benchmarks.oracle_errors
+    python -m tests.oracle_errors
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 r"""Test problems from the papers, shared by the tests, benchmarks and notebooks.
 
 Three families, each pure JAX (jit- and vmap-able) with a loss that plugs into
-:func:`optax_signvar.ablate`:
+:func:`optax_signvar.research.ablate`:
 
 * **Stochastic quadratic problems** (Balles & Hennig, 2018, sec. 2 and Fig. 2):
   :math:`f(x) = \tfrac12 (x-x^*)^\top Q (x-x^*)` with Gaussian gradient noise,
@@ -73,11 +73,6 @@ __all__ = [
     "stochastic_quadratic",
     "wilson_data",
 ]
-
-_DISSECTING = (
-    "Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of\n"
-    "      Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_"
-)
 
 
 # --------------------------------------------------------------------------- #
@@ -162,13 +157,14 @@ def noise_covariance(problem: StochasticQuadratic) -> jax.Array:
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> prob = problems.stochastic_quadratic(jax.random.key(0), 4, "b", True, 0.1)
       >>> bool(jnp.allclose(problems.noise_covariance(prob), 0.1 * prob.hessian, atol=1e-5))
       True
 
     References:
-      {dissecting}, sec. 2.2, 2018.
+      Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
+      Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, sec. 2.2, 2018.
     """
     if _factor_kind(problem) == "matrix":
         factor = jnp.asarray(problem.noise_factor)
@@ -194,13 +190,14 @@ def quadratic_spectrum(key: jax.Array, dim: int, kind: str = "a") -> jax.Array:
 
     Example:
       >>> import jax
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> lam = problems.quadratic_spectrum(jax.random.key(0), 100, "b")
       >>> int((lam >= 30).sum()), bool(lam.max() <= 60)
       (10, True)
 
     References:
-      {dissecting}, sec. 2.2 and Fig. 2, 2018.
+      Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
+      Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, sec. 2.2 and Fig. 2, 2018.
     """
     k_small, k_large = jax.random.split(key)
     if kind == "a":
@@ -230,7 +227,7 @@ def haar_rotation(key: jax.Array, dim: int) -> jax.Array:
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> r = problems.haar_rotation(jax.random.key(0), 5)
       >>> bool(jnp.allclose(r @ r.T, jnp.eye(5), atol=1e-5))
       True
@@ -282,7 +279,7 @@ def stochastic_quadratic(
 
     Example:
       >>> import jax
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> prob = problems.stochastic_quadratic(jax.random.key(0), 10, "b", noise=0.1)
       >>> prob.hessian.shape, float(problems.p_diag(prob.hessian))
       ((10, 10), 1.0)
@@ -293,7 +290,8 @@ def stochastic_quadratic(
       (10, 10)
 
     References:
-      {dissecting}, sec. 2.2 and Fig. 2, 2018.
+      Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
+      Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, sec. 2.2 and Fig. 2, 2018.
     """
     if noise_model not in ("hessian", "isotropic"):
         raise ValueError(f'noise_model must be "hessian" or "isotropic", got {noise_model!r}.')
@@ -329,14 +327,15 @@ def quadratic_loss(problem: StochasticQuadratic, x: jax.Array) -> jax.Array:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> prob = problems.StochasticQuadratic(jnp.diag(jnp.array([1.0, 4.0])),
       ...                                     jnp.zeros(2), jnp.asarray(0.0))
       >>> float(problems.quadratic_loss(prob, jnp.array([1.0, 1.0])))
       2.5
 
     References:
-      {dissecting}, sec. 2.2, 2018.
+      Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
+      Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, sec. 2.2, 2018.
     """
     e = x - problem.optimum
     return 0.5 * e @ problem.hessian @ e
@@ -359,14 +358,15 @@ def noisy_gradient(problem: StochasticQuadratic, x: jax.Array, key: jax.Array) -
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> prob = problems.stochastic_quadratic(jax.random.key(0), 3, noise=0.0)
       >>> g = problems.noisy_gradient(prob, jnp.zeros(3), jax.random.key(1))
       >>> bool(jnp.allclose(g, -prob.hessian @ prob.optimum))
       True
 
     References:
-      {dissecting}, sec. 2.2, 2018.
+      Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
+      Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, sec. 2.2, 2018.
     """
     eps = _noise_from_normal(problem, jax.random.normal(key, x.shape, x.dtype))
     return problem.hessian @ (x - problem.optimum) + eps
@@ -379,10 +379,10 @@ def noisy_quadratic_loss(problem: StochasticQuadratic, x: jax.Array, key: jax.Ar
       \ell(x; \varepsilon) = f(x) + \varepsilon^\top (x - \operatorname{sg}(x)),
 
     where :math:`\operatorname{sg}` stops the gradient: the value is the exact
-    :math:`f(x)` (so :func:`optax_signvar.ablate`'s loss column is noise free)
+    :math:`f(x)` (so :func:`optax_signvar.research.ablate`'s loss column is noise free)
     and :math:`\nabla \ell` is :func:`noisy_gradient`'s :math:`g`.
     ``functools.partial(noisy_quadratic_loss, problem)`` is a ``loss_fn`` for
-    :func:`optax_signvar.ablate`.
+    :func:`optax_signvar.research.ablate`.
 
     Args:
       problem: a :class:`StochasticQuadratic`.
@@ -394,7 +394,7 @@ def noisy_quadratic_loss(problem: StochasticQuadratic, x: jax.Array, key: jax.Ar
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> prob = problems.stochastic_quadratic(jax.random.key(0), 3, noise=4.0)
       >>> x, key = jnp.ones(3), jax.random.key(1)
       >>> g = jax.grad(problems.noisy_quadratic_loss, argnums=1)(prob, x, key)
@@ -402,7 +402,8 @@ def noisy_quadratic_loss(problem: StochasticQuadratic, x: jax.Array, key: jax.Ar
       True
 
     References:
-      {dissecting}, sec. 2.2, 2018.
+      Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
+      Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, sec. 2.2, 2018.
     """
     noise = noisy_gradient(problem, x, key) - problem.hessian @ (x - problem.optimum)
     return quadratic_loss(problem, x) + noise @ (x - jax.lax.stop_gradient(x))
@@ -425,12 +426,13 @@ def p_diag(matrix: jax.Array) -> jax.Array:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> float(problems.p_diag(jnp.array([[2.0, -1.0], [-1.0, 2.0]])))
       0.6666666865348816
 
     References:
-      {dissecting}, sec. 2.1, 2018.
+      Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
+      Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, sec. 2.1, 2018.
     """
     a = jnp.abs(matrix)
     return jnp.trace(a) / jnp.sum(a)
@@ -560,14 +562,15 @@ def optimal_local_step(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> prob = problems.StochasticQuadratic(jnp.eye(2), jnp.zeros(2), jnp.asarray(0.0))
       >>> step, gain = problems.optimal_local_step(prob, jnp.array([1.0, 1.0]), "sign")
       >>> float(step), float(gain)  # sign(g) = (1, 1): one step of 1 reaches x* = 0
       (1.0, 1.0)
 
     References:
-      {dissecting}, sec. 2.1-2.2, 2018.
+      Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
+      Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, sec. 2.1-2.2, 2018.
     """
     return _step_and_improvement(*_direction_moments(problem, x, direction, key, num_samples))
 
@@ -591,7 +594,7 @@ def optimal_local_step_terms(
 
     Example:
       >>> import jax
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> rot = problems.stochastic_quadratic(jax.random.key(0), 10, "b", True, 4.0)
       >>> problems.optimal_local_step_terms(rot, "sign")["E[p^T Q p] pairwise"]
       'Monte Carlo (512 samples per call)'
@@ -599,7 +602,8 @@ def optimal_local_step_terms(
       'closed form'
 
     References:
-      {dissecting}, sec. 2.1-2.2, 2018.
+      Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
+      Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, sec. 2.1-2.2, 2018.
     """
     _check_direction(direction)
     exact = "closed form"
@@ -642,7 +646,7 @@ def optimal_local_step_mc(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> prob = problems.stochastic_quadratic(jax.random.key(0), 10, "b", noise=4.0)
       >>> x = jnp.zeros(10)
       >>> exact = problems.optimal_local_step(prob, x, "sign")[1]
@@ -651,7 +655,8 @@ def optimal_local_step_mc(
       True
 
     References:
-      {dissecting}, sec. 2.1-2.2, 2018.
+      Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
+      Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, sec. 2.1-2.2, 2018.
     """
     _check_direction(direction)
     grad = problem.hessian @ (x - problem.optimum)
@@ -666,11 +671,6 @@ def optimal_local_step_mc(
 # AMSGrad's counterexample (Reddi et al., sec. 3).
 # --------------------------------------------------------------------------- #
 
-_REDDI = (
-    "Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond\n"
-    "      <https://openreview.net/forum?id=ryQu7f-RZ>`_"
-)
-
 
 def reddi_loss(x: jax.Array, t: jax.Array, c: float = 3.0) -> jax.Array:
     r"""The regret term of AMSGrad's online counterexample at round ``t``.
@@ -682,7 +682,7 @@ def reddi_loss(x: jax.Array, t: jax.Array, c: float = 3.0) -> jax.Array:
     The best fixed point is :math:`x^* = -1` (for :math:`C > 2`); this returns
     :math:`f_t(x) - f_t(-1)`, which has the gradient of :math:`f_t`, so the
     running mean of the loss is the average regret :math:`R_t / t` (the
-    ``mean_loss`` column of :func:`optax_signvar.ablate` with
+    ``mean_loss`` column of :func:`optax_signvar.research.ablate` with
     ``inputs=jnp.arange(1, steps + 1)`` and ``project=reddi_project``).
 
     Args:
@@ -695,12 +695,13 @@ def reddi_loss(x: jax.Array, t: jax.Array, c: float = 3.0) -> jax.Array:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> [float(problems.reddi_loss(jnp.array(1.0), t)) for t in (1, 2, 3)]
       [6.0, -2.0, -2.0]
 
     References:
-      {reddi}, sec. 3, 2018.
+      Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
+      <https://openreview.net/forum?id=ryQu7f-RZ>`_, sec. 3, 2018.
     """
     big = jnp.asarray(t) % 3 == 1
     return jnp.where(big, c * (x + 1.0), -(x + 1.0))
@@ -720,12 +721,13 @@ def reddi_project(x: jax.Array) -> jax.Array:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> problems.reddi_project(jnp.array([-3.0, 0.5, 2.0])).tolist()
       [-1.0, 0.5, 1.0]
 
     References:
-      {reddi}, sec. 3, 2018.
+      Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
+      <https://openreview.net/forum?id=ryQu7f-RZ>`_, sec. 3, 2018.
     """
     return jnp.clip(x, -1.0, 1.0)
 
@@ -748,14 +750,15 @@ def reddi_hyperparameters(c: float = 3.0, rate: float = 0.5) -> dict:
 
     Example:
       >>> import optax_signvar as osv
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> h = problems.reddi_hyperparameters(3.0)
       >>> h["b2"], float(h["learning_rate"](3))
       (0.1, 0.25)
       >>> opt = osv.amsgrad(**h, bias_correction=False)  # the paper's Algorithm 2
 
     References:
-      {reddi}, sec. 3, Theorem 1, 2018.
+      Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
+      <https://openreview.net/forum?id=ryQu7f-RZ>`_, sec. 3, Theorem 1, 2018.
     """
     if not c > 2:
         raise ValueError(f"the counterexample needs C > 2, got {c}.")
@@ -769,12 +772,6 @@ def reddi_hyperparameters(c: float = 3.0, rate: float = 0.5) -> dict:
 # --------------------------------------------------------------------------- #
 # Wilson et al.'s construction (sec. 3.3).
 # --------------------------------------------------------------------------- #
-
-_WILSON = (
-    "Wilson, Roelofs, Stern, Srebro & Recht, `The Marginal Value of Adaptive\n"
-    "      Gradient Methods in Machine Learning <https://arxiv.org/abs/1705.08292>`_,\n"
-    "      sec. 3.3, 2017"
-)
 
 
 class WilsonData(NamedTuple):
@@ -827,21 +824,23 @@ def wilson_data(key: jax.Array, num_train: int, num_test: int = 0, p: float = 7 
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> data = problems.wilson_data(jax.random.key(0), 20, num_test=5)
       >>> x, y = data.x_train, data.y_train
       >>> bool(y.sum() > 0), bool(jnp.all(x @ jnp.sign(x.T @ y) == 4 * y))
       (True, True)
 
     References:
-      {wilson}.
+      Wilson, Roelofs, Stern, Srebro & Recht, `The Marginal Value of Adaptive
+      Gradient Methods in Machine Learning <https://arxiv.org/abs/1705.08292>`_,
+      sec. 3.3, 2017.
     """
     n = num_train + num_test
     y = jnp.where(jax.random.bernoulli(key, p, (n,)), 1.0, -1.0)
     dim = 6 * n
     cols = jnp.arange(dim)
     start = 3 + 5 * jnp.arange(n)[:, None]
-    count = 1 + 2 * (1 - y[:, None])
+    count = jnp.where(y[:, None] > 0, 1, 5)  # unique features: 1 (positive), 5 (negative)
     unique = (cols >= start) & (cols < start + count)
     x = unique.astype(jnp.float32)
     x = x.at[:, 0].set(y).at[:, 1].set(1.0).at[:, 2].set(1.0)
@@ -861,12 +860,14 @@ def least_squares_loss(w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> float(problems.least_squares_loss(jnp.zeros(2), jnp.eye(2), jnp.ones(2)))
       0.5
 
     References:
-      {wilson}.
+      Wilson, Roelofs, Stern, Srebro & Recht, `The Marginal Value of Adaptive
+      Gradient Methods in Machine Learning <https://arxiv.org/abs/1705.08292>`_,
+      sec. 3.3, 2017.
     """
     r = x @ w - y
     return 0.5 * jnp.mean(r**2)
@@ -888,40 +889,14 @@ def sign_accuracy(w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from optax_signvar import problems
+      >>> from optax_signvar.research import problems
       >>> x, y = jnp.array([[1.0], [-2.0], [3.0]]), jnp.array([1.0, 1.0, 1.0])
       >>> float(problems.sign_accuracy(jnp.ones(1), x, y))
       0.6666666865348816
 
     References:
-      {wilson}.
+      Wilson, Roelofs, Stern, Srebro & Recht, `The Marginal Value of Adaptive
+      Gradient Methods in Machine Learning <https://arxiv.org/abs/1705.08292>`_,
+      sec. 3.3, 2017.
     """
     return jnp.mean(jnp.sign(x @ w) == y)
-
-
-for _fn in (
-    quadratic_spectrum,
-    stochastic_quadratic,
-    quadratic_loss,
-    noisy_gradient,
-    noisy_quadratic_loss,
-    p_diag,
-    optimal_local_step,
-    optimal_local_step_mc,
-    optimal_local_step_terms,
-    noise_covariance,
-    reddi_loss,
-    reddi_project,
-    reddi_hyperparameters,
-    wilson_data,
-    least_squares_loss,
-    sign_accuracy,
-):
-    # the references are written once above; str.replace keeps the TeX braces intact
-    _fn.__doc__ = (
-        (_fn.__doc__ or "")
-        .replace("{dissecting}", _DISSECTING)
-        .replace("{reddi}", _REDDI)
-        .replace("{wilson}", _WILSON)
-    )
-del _fn

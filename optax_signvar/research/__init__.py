@@ -1,0 +1,17 @@
+"""Research tools: compare points of the optimizer space on the papers' problems.
+
+Not imported by ``import optax_signvar`` (the optimizers need none of it):
+``from optax_signvar import research`` or ``from optax_signvar.research import
+ablate, problems``.
+
+* :func:`ablate` and :func:`summarize`: train several points of
+  :func:`optax_signvar.dissect` (or any optax transformation) on one problem
+  with shared seeds, as one jitted program per point, and tabulate the curves.
+* :mod:`optax_signvar.research.problems`: the papers' test problems (stochastic
+  quadratics, AMSGrad's online counterexample, Wilson et al.'s construction).
+"""
+
+from optax_signvar.research import problems
+from optax_signvar.research.ablation import ablate, summarize
+
+__all__ = ["ablate", "problems", "summarize"]
