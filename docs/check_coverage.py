@@ -1,9 +1,15 @@
 """Fails when a public symbol of optax_signvar is undocumented.
 
-Walks ``optax_signvar.__all__`` and ``optax_signvar.blocks.__all__`` and exits
+Walks the ``__all__`` of ``optax_signvar``, ``optax_signvar.blocks``,
+``optax_signvar.dissection``, ``optax_signvar.transform``,
+``optax_signvar.research`` and ``optax_signvar.research.problems`` (a module
+without ``__all__`` contributes its public functions and classes) and exits
 non-zero, listing every problem, when a symbol
 
-* has no docstring, or
+* has no docstring (for a module-level constant or type alias, such as the
+  ``Literal`` types of ``optax_signvar.dissection``, which cannot carry one:
+  neither a ``#:`` doc comment in its module nor a description in the body of
+  its ``.. autodata::`` directive), or
 * is not named by an autodoc directive in the ``.rst`` sources under ``docs/``
   (``.. autofunction::``, ``.. autoclass::``, ``.. autodata::``, or
   ``.. automodule::`` with ``:members:``, which covers the module's
@@ -35,11 +41,27 @@ DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))
 
 import optax_signvar  # noqa: E402
-from optax_signvar import blocks  # noqa: E402
+from optax_signvar import blocks, dissection, research, transform  # noqa: E402
+from optax_signvar.research import problems  # noqa: E402
 
-PUBLIC = [(optax_signvar, name) for name in optax_signvar.__all__] + [
-    (blocks, name) for name in blocks.__all__
-]
+WALKED = [optax_signvar, blocks, dissection, transform, research, problems]
+
+
+def _public_names(module) -> list[str]:
+    """``module.__all__``, or its public functions and classes defined in it."""
+    names = getattr(module, "__all__", None)
+    if names is not None:
+        return list(names)
+    return [
+        name
+        for name, obj in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(obj) or inspect.isclass(obj))
+        and getattr(obj, "__module__", None) == module.__name__
+    ]
+
+
+PUBLIC = [(module, name) for module in WALKED for name in _public_names(module)]
 
 DIRECTIVE = re.compile(
     r"^(?P<indent>\s*)\.\.\s+(?:py:)?(?P<kind>autofunction|autoclass|autodata|automodule|"
@@ -65,10 +87,31 @@ def _resolve(dotted: str):
     return None
 
 
+def _options_and_body(lines: list[str], lineno: int, indent: str) -> tuple[set[str], bool]:
+    """The options of the directive on line ``lineno`` (1-based) and whether it
+    has a body: text indented deeper than the directive, after its options."""
+    options: set[str] = set()
+    in_options = True
+    for following in lines[lineno:]:
+        if not following.strip():
+            in_options = False
+            continue
+        if len(following) - len(following.lstrip()) <= len(indent):
+            break
+        opt = OPTION.match(following)
+        if in_options and opt:
+            options.add(opt["name"])
+            continue
+        return options, True
+    return options, False
+
+
 def documented_objects(rst_files):
     """ids of the objects the autodoc directives of ``rst_files`` document,
-    with where each is documented."""
+    with where each is documented, and the ids of those whose directive has a
+    body (a description written in the ``.rst``)."""
     covered: dict[int, str] = {}
+    described: set[int] = set()
     unresolved: list[str] = []
     for path in rst_files:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -89,13 +132,7 @@ def documented_objects(rst_files):
                     unresolved.append(f"{where}: cannot import {target}")
                     continue
                 covered.setdefault(id(module), where)
-                options = set()
-                for following in lines[lineno:]:
-                    opt = OPTION.match(following)
-                    if opt:
-                        options.add(opt["name"])
-                    elif following.strip():
-                        break
+                options, _ = _options_and_body(lines, lineno, match["indent"])
                 if "members" in options:
                     names = getattr(module, "__all__", None) or [
                         n for n in vars(module) if not n.startswith("_")
@@ -110,7 +147,9 @@ def documented_objects(rst_files):
                 unresolved.append(f"{where}: cannot resolve {kind} {target}")
             else:
                 covered.setdefault(id(obj), where)
-    return covered, unresolved
+                if _options_and_body(lines, lineno, match["indent"])[1]:
+                    described.add(id(obj))
+    return covered, described, unresolved
 
 
 def _takes_parameters(fn) -> bool:
@@ -130,13 +169,35 @@ def _returns_none(fn) -> bool:
     return annotation is None or annotation in ("None", type(None))
 
 
+def _is_data(obj) -> bool:
+    """A module-level constant or type alias (no docstring of its own)."""
+    return not (inspect.ismodule(obj) or inspect.isclass(obj) or inspect.isroutine(obj))
+
+
+_ATTR_DOCS: dict[str, dict] = {}
+
+
+def _doc_comment(module, name: str) -> str:
+    """The ``#:`` doc comment (or string after the assignment) of ``module.name``."""
+    if module.__name__ not in _ATTR_DOCS:
+        try:
+            from sphinx.pycode import ModuleAnalyzer
+
+            _ATTR_DOCS[module.__name__] = ModuleAnalyzer.for_module(
+                module.__name__
+            ).find_attr_docs()
+        except Exception:  # no sphinx, or no source: nothing found
+            _ATTR_DOCS[module.__name__] = {}
+    return "\n".join(_ATTR_DOCS[module.__name__].get(("", name), []))
+
+
 def _has_section(doc: str, section: str) -> bool:
     return re.search(rf"^\s*{section}:\s*$", doc, re.MULTILINE) is not None
 
 
 def main() -> int:
     rst_files = sorted(p for p in DOCS.rglob("*.rst") if "_build" not in p.parts)
-    covered, unresolved = documented_objects(rst_files)
+    covered, described, unresolved = documented_objects(rst_files)
     errors: list[str] = [f"unresolved directive: {u}" for u in unresolved]
     no_example: list[str] = []
     for module, name in PUBLIC:
@@ -145,9 +206,17 @@ def main() -> int:
         if obj is None:
             errors.append(f"{qualname}: listed in __all__ but not defined")
             continue
-        doc = inspect.getdoc(obj) or ""
-        if not doc.strip():
-            errors.append(f"{qualname}: no docstring")
+        if _is_data(obj):
+            doc = _doc_comment(module, name)
+            if not doc.strip() and id(obj) not in described:
+                errors.append(
+                    f"{qualname}: neither a '#:' doc comment nor a description in its "
+                    "autodata directive"
+                )
+        else:
+            doc = inspect.getdoc(obj) or ""
+            if not doc.strip():
+                errors.append(f"{qualname}: no docstring")
         if id(obj) not in covered:
             errors.append(f"{qualname}: not in any autodoc directive of docs/*.rst")
         if inspect.isfunction(obj) and doc:
