@@ -393,7 +393,7 @@ def _bound_statistics(
     # the rate and the bounds of step t, formed as scale_by_dissection forms them
     before = jnp.maximum(count - 1, 0)
     ratio = _rates.rate_ratio(bounds.final_lr, learning_rate, "final_lr")
-    ratio = ratio(before) if callable(ratio) else ratio
+    ratio = _rates.value_at(ratio, before)
     a_t = _rates.value_at(learning_rate, before)
     lower, upper = blocks.dynamic_bounds(ratio, bounds.gamma, count)
     rate = blocks.adaptive_rate(second32, eps, blocks.adabound_step(b1, b2, count))

@@ -234,7 +234,7 @@ def _direction_and_rate(
         return (state.mu if point.momentum else updates), _adabound_rate(point, state, s, eps)
     # the mean estimate of variance adaptation is the debiased EMA, with or without momentum
     mu_hat = None
-    if point.momentum or point.variance_adaptation is not None:
+    if point.uses_first_moment:
         mu_hat = _debiased(state.mu, s.debias1)
     direction = _direction(point, updates, state.mu, mu_hat)
     adaptation = point.variance_adaptation
@@ -251,16 +251,19 @@ def _clip_to_bounds(direction: Tree, rate: Tree | None, s: StepScalars) -> tuple
     return direction, blocks.clip_rate(rate, s.lower, s.upper)
 
 
-def _resolve_b2(point: Dissection, b2: Any) -> Any:
-    """``b2`` as given with RMS normalisation (default 0.999); otherwise ``None``."""
+def _second_decay(point: Dissection, b1: Any, b2: Any) -> Any:
+    """The second moment's decay: ``b2`` (default 0.999) with RMS normalisation,
+    otherwise ``b1``, the one decay of Dissecting Adam (``b2`` must then be ``None``)."""
     if point.normalization == "rms":
-        return 0.999 if b2 is None else b2
+        b2 = 0.999 if b2 is None else b2
+        check_decay("b2", b2)
+        return b2
     if b2 is not None:
         raise ValueError(
             "b2 is only used with normalization='rms'; variance adaptation uses b1 for both "
             "moments, as rho(b1, t) assumes (Dissecting Adam, sec. 4.1)."
         )
-    return None
+    return b1
 
 
 def _bound_ratio(point: Dissection, learning_rate: optax.ScalarOrSchedule | None) -> Any:
@@ -331,9 +334,7 @@ def scale_by_dissection(
     """
     point = dissection
     check_decay("b1", b1)
-    b2 = _resolve_b2(point, b2)
-    if b2 is not None:
-        check_decay("b2", b2)
+    b2 = _second_decay(point, b1, b2)
     check_range("eps", eps, 0.0)
     ratio = _bound_ratio(point, learning_rate)
 
@@ -364,14 +365,11 @@ def scale_by_dissection(
             )
         # The rate schedule is read at the count before the increment, as
         # scale_by_learning_rate does; everything else uses t after it.
-        bound_scale = ratio(state.count) if callable(ratio) else ratio
+        bound_scale = _rates.value_at(ratio, state.count)
         # safe_increment is typed ArrayLike -> ArrayLike; given an int32 Array it returns one
         count = cast(jax.Array, optax.safe_increment(state.count))
-        second_decay = b1 if b2 is None else b2  # the one decay of Dissecting Adam
-        new_state = _update_moments(point, updates, state, count, b1, second_decay)
-        s = step_scalars(
-            point, count, b1, second_decay, bound_scale, minibatch=grad_variance is not None
-        )
+        new_state = _update_moments(point, updates, state, count, b1, b2)
+        s = step_scalars(point, count, b1, b2, bound_scale, minibatch=grad_variance is not None)
         direction, rate = _direction_and_rate(point, updates, new_state, s, eps, grad_variance)
         if point.bounds is not None:
             direction, rate = _clip_to_bounds(direction, rate, s)
