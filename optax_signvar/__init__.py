@@ -26,6 +26,7 @@ import warnings
 from typing import Any
 
 from optax_signvar import blocks
+from optax_signvar._checks import set_traced_checks
 from optax_signvar.alias import (
     adabound,
     adaboundw,
@@ -90,6 +91,7 @@ __all__ = [
     "scale_by_sign",
     "scale_by_sign_momentum",
     "scale_by_svag",
+    "set_traced_checks",
     "ssd",
     "svag",
 ]

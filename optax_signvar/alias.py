@@ -6,7 +6,10 @@ scale_by_learning_rate)``, and takes a float or an optax schedule wherever it
 takes a rate. The decays keep the names their papers and optax give them:
 ``b1``, ``b2`` for the Adam family (``dissect``'s ``b1``, ``b2``), and ``beta``
 for Dissecting Adam's methods, whose one decay serves both moments
-(``dissect(..., b1=beta)``, as ``optax.signum``'s ``beta``).
+(``dissect(..., b1=beta)``, as ``optax.signum``'s ``beta``). Each optimizer
+carries ``dissect``'s record of its hyperparameters (decays, ``eps``, rate and,
+for the AdaBound family, the bounds), which
+``optax_signvar.diagnostics(state, opt)`` reads.
 """
 
 from __future__ import annotations
@@ -465,7 +468,7 @@ def _bounded_adam(
     decoupled: bool,
 ) -> optax.GradientTransformationExtraArgs:
     """The AdaBound family: AdaBound's bounds on Adam's rate, +/- max-tracking and decoupling."""
-    check_range("weight_decay", weight_decay, 0.0)
+    weight_decay = check_range("weight_decay", weight_decay, 0.0)
     if decoupled and concrete_value(weight_decay) != 0.0:
         # AdaBoundW decays by lam * a_t / a_0; the chain multiplies by a_t.
         weight_decay = _rates.rate_ratio(weight_decay, learning_rate, "weight_decay")
@@ -518,7 +521,7 @@ def adabound(
       b1: decay of the first moment, in [0, 1).
       b2: decay of the second moment, in [0, 1).
       eps: added to the root of the second moment, >= 0.
-      gamma: convergence speed of the bounds, in (0, 1).
+      gamma: convergence speed of the bounds, in [0, 1) (0: no bounds, Adam).
       weight_decay: coupled L2 coefficient :math:`\lambda`: ``g <- g + lambda * p``.
       mask: a tree of bools (or a callable of the params returning one)
         selecting the parameters that decay, as in ``optax.add_decayed_weights``.
@@ -592,7 +595,7 @@ def amsbound(
       b1: decay of the first moment, in [0, 1).
       b2: decay of the second moment, in [0, 1).
       eps: added to the root of the second moment, >= 0.
-      gamma: convergence speed of the bounds, in (0, 1).
+      gamma: convergence speed of the bounds, in [0, 1) (0: no bounds, Adam).
       weight_decay: coupled L2 coefficient :math:`\lambda`: ``g <- g + lambda * p``.
       mask: a tree of bools (or a callable of the params returning one)
         selecting the parameters that decay, as in ``optax.add_decayed_weights``.
@@ -665,7 +668,7 @@ def adaboundw(
       b1: decay of the first moment, in [0, 1).
       b2: decay of the second moment, in [0, 1).
       eps: added to the root of the second moment, >= 0.
-      gamma: convergence speed of the bounds, in (0, 1).
+      gamma: convergence speed of the bounds, in [0, 1) (0: no bounds, Adam).
       weight_decay: decoupled decay :math:`\lambda`: ``u <- u - lambda * (a_t / a_0) * p``
         (``p <- (1 - lambda) p + u`` at a constant rate, as AdaBoundW).
       mask: a tree of bools (or a callable of the params returning one)
@@ -741,7 +744,7 @@ def amsboundw(
       b1: decay of the first moment, in [0, 1).
       b2: decay of the second moment, in [0, 1).
       eps: added to the root of the second moment, >= 0.
-      gamma: convergence speed of the bounds, in (0, 1).
+      gamma: convergence speed of the bounds, in [0, 1) (0: no bounds, Adam).
       weight_decay: decoupled decay :math:`\lambda`: ``u <- u - lambda * (a_t / a_0) * p``
         (``p <- (1 - lambda) p + u`` at a constant rate, as AdaBoundW).
       mask: a tree of bools (or a callable of the params returning one)

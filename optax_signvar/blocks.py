@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax.scipy.special import erf
 
 from optax_signvar import _deprecation
-from optax_signvar._tree import as_dtype, per_dtype, tree_map
+from optax_signvar._tree import abs_sq, as_dtype, is_complex, per_dtype, real_dtype, tree_map
 
 __all__ = [
     "bias_correction",
@@ -219,7 +219,9 @@ def dynamic_bounds(scale: Scalar, gamma: Scalar, count: jax.Array) -> tuple[jax.
 
     Args:
       scale: the final rate :math:`f` (the SGD rate both bounds tend to).
-      gamma: the convergence speed of the bounds, in (0, 1).
+      gamma: the convergence speed of the bounds, in [0, 1); at 0 the bounds
+        are :math:`[0, \infty)` for every ``t`` (no clip: Adam), the limit
+        :math:`\gamma \to 0`.
       count: the step count :math:`t \geq 1`.
 
     Returns:
@@ -232,7 +234,11 @@ def dynamic_bounds(scale: Scalar, gamma: Scalar, count: jax.Array) -> tuple[jax.
     gt = gamma * step_float(count, gamma)
     # gt / (gt + 1) is 1 - 1 / (gt + 1) without the cancellation that costs
     # float32 four digits at small gamma * t.
-    return scale * (gt / (gt + 1.0)), scale * (1.0 + 1.0 / gt)
+    upper = scale * (1.0 + 1.0 / gt)
+    if not (isinstance(gamma, (int, float)) and gamma > 0):
+        # gamma = 0: no upper bound, also where scale = 0 (not 0 * inf = NaN)
+        upper = jnp.where(gt > 0, upper, jnp.inf)
+    return scale * (gt / (gt + 1.0)), upper
 
 
 # --------------------------------------------------------------------------- #
@@ -247,7 +253,8 @@ def ema(updates: Tree, moment: Tree, decay: Scalar, order: int = 1) -> Tree:
 
     The arithmetic runs in the dtype of ``moment`` (the accumulator), so a
     float32 second moment of bfloat16/float16 gradients squares them in float32
-    and does not overflow.
+    and does not overflow. For a complex gradient the second power is
+    :math:`|g_t|^2` (real), as in optax: the second moment is a magnitude.
 
     Args:
       updates: the gradients :math:`g_t`.
@@ -269,14 +276,29 @@ def ema(updates: Tree, moment: Tree, decay: Scalar, order: int = 1) -> Tree:
         raise ValueError(f"order must be 1 or 2, got {order!r}.")
 
     def leaf(g, m):
-        g = as_dtype(g, m.dtype)
+        if order == 1 and is_complex(g) and not is_complex(m):
+            raise ValueError(
+                f"a complex gradient ({g.dtype}) for a real first moment ({m.dtype}): the "
+                "state was initialised from real params, or mu_dtype is real."
+            )
         # (1 - decay) is formed before the cast, as optax does, so a bfloat16
         # accumulator gets the same weights as optax's.
-        return keep(m) * m + new(m) * (g * g if order == 2 else g)
+        return keep(m) * m + new(m) * (
+            _square_in(g, m.dtype) if order == 2 else as_dtype(g, m.dtype)
+        )
 
     keep, new = per_dtype(decay), per_dtype(1 - decay)
 
     return tree_map(leaf, updates, moment)
+
+
+def _square_in(x: jax.Array, dtype: Any) -> jax.Array:
+    """``|x|**2`` in ``dtype``: a real ``x`` is cast first (a bfloat16 square rounds
+    to 8 bits), a complex one after (``|x|**2`` of a complex64 is float32)."""
+    if is_complex(x):
+        return as_dtype(abs_sq(x), dtype)
+    x = as_dtype(x, dtype)
+    return x * x
 
 
 def bias_correction(moment: Tree, denominator: Scalar) -> Tree:
@@ -309,7 +331,7 @@ def bias_correction(moment: Tree, denominator: Scalar) -> Tree:
 
 
 def sign(tree: Tree) -> Tree:
-    """Elementwise sign (0 at 0), dtype preserved.
+    """Elementwise sign (0 at 0), dtype preserved; :math:`g/|g|` for a complex :math:`g`.
 
     Args:
       tree: a pytree of arrays.
@@ -348,7 +370,9 @@ def running_max(previous: Tree, current: Tree) -> Tree:
 def variance_estimate(mu_hat: Tree, nu_hat: Tree, scale: Scalar) -> Tree:
     r"""Dissecting Adam's estimate of the gradient variance from the two moments.
 
-    .. math:: s_t = \frac{\max(\hat v_t - \hat m_t^2,\, 0)}{1 - \rho_t}
+    .. math:: s_t = \frac{\max(\hat v_t - |\hat m_t|^2,\, 0)}{1 - \rho_t}
+
+    (for a complex gradient, :math:`E|g - Eg|^2`, real).
 
     Args:
       mu_hat: debiased first moment :math:`\hat m_t`.
@@ -366,8 +390,7 @@ def variance_estimate(mu_hat: Tree, nu_hat: Tree, scale: Scalar) -> Tree:
     """
 
     def leaf(m, v):
-        m = as_dtype(m, v.dtype)
-        return jnp.maximum(v - m * m, 0) * cast_scale(v)
+        return jnp.maximum(v - _square_in(m, v.dtype), 0) * cast_scale(v)
 
     cast_scale = per_dtype(scale)
 
@@ -377,9 +400,11 @@ def variance_estimate(mu_hat: Tree, nu_hat: Tree, scale: Scalar) -> Tree:
 def variance_factor(direction: Tree, variance: Tree) -> Tree:
     r"""Variance adaptation of a raw direction (SVAG, M-SVAG).
 
-    .. math:: \gamma = \frac{d^2}{d^2 + \sigma^2} \in [0, 1]
+    .. math:: \gamma = \frac{|d|^2}{|d|^2 + \sigma^2} \in [0, 1]
 
-    where :math:`\sigma^2 \ge 0` is the variance of the direction :math:`d`.
+    where :math:`\sigma^2 \ge 0` is the variance of the direction :math:`d`
+    (:math:`E|d - Ed|^2` for a complex one: the derivation, the factor that
+    minimises :math:`E|\gamma d - Ed|^2`, holds as it stands).
     Where :math:`d = \sigma^2 = 0` the factor is 0 (the coordinate does not
     move), as in the authors' code; no ``eps`` is added.
 
@@ -399,7 +424,7 @@ def variance_factor(direction: Tree, variance: Tree) -> Tree:
     """
 
     def leaf(d, s):
-        d2 = jnp.square(as_dtype(d, s.dtype))
+        d2 = _square_in(d, s.dtype) if is_complex(d) else jnp.square(as_dtype(d, s.dtype))
         # 0 <= d2 <= d2 + s, so flooring the denominator at the smallest normal
         # number turns 0/0 into 0 and changes nothing else: one max instead of
         # a compare and two selects, in the hottest loop of the package. With
@@ -412,6 +437,14 @@ def variance_factor(direction: Tree, variance: Tree) -> Tree:
 
 
 SIGN_ADAPTATIONS = ("optimal", "adam")
+
+COMPLEX_SIGN_ERF = (
+    "the optimal variance factor of a sign, erf(1/(sqrt(2) eta)), is defined for real "
+    "numbers only: it is 2P(sign g = sign E[g]) - 1 for a real Gaussian g, and the sign of "
+    "a complex number is its phase, whose factor Dissecting Adam does not derive. Use "
+    "variance_adaptation='adam' (Adam's (1 + eta^2)^(-1/2), defined for moduli) with "
+    "complex parameters."
+)
 
 
 @_deprecation.renamed_arguments(form=("variance_adaptation", {"erf": "optimal"}))
@@ -433,6 +466,10 @@ def sign_variance_factor(
     The names are those of :func:`optax_signvar.dissect`'s
     ``variance_adaptation`` (``form="erf"`` is the old spelling of
     ``"optimal"``).
+
+    ``"adam"`` is defined for complex directions (from :math:`|d|^2`);
+    ``"optimal"`` raises ``ValueError`` for them: the erf is the sign agreement of
+    a real Gaussian, and a complex sign is a phase.
 
     Where :math:`d = \sigma^2 = 0` the factor is 0 (as for a direction whose
     square underflows, :math:`|d| < 10^{-19}` in float32); where :math:`\sigma^2
@@ -470,6 +507,8 @@ def sign_variance_factor(
         )
 
     def leaf(d, s):
+        if is_complex(d):
+            raise ValueError(COMPLEX_SIGN_ERF)
         d2 = jnp.square(as_dtype(d, s.dtype))
         # The factor is erf(sqrt(r / 2)) with r = d^2 / s = 1 / eta^2. Flooring s at
         # the smallest normal number sends s = 0 < d^2 to an infinite r (the factor 1)
@@ -553,7 +592,8 @@ def multiply(factor: Tree, direction: Tree) -> Tree:
       direction: a tree of the same structure.
 
     Returns:
-      The product, in the dtype of ``factor``.
+      The product, in the dtype of ``factor`` (its complex counterpart for a
+      complex ``direction``).
 
     Example:
       >>> import jax.numpy as jnp
@@ -561,7 +601,17 @@ def multiply(factor: Tree, direction: Tree) -> Tree:
       >>> blocks.multiply(jnp.array([0.5]), jnp.array([4.0]))
       Array([2.], dtype=float32)
     """
-    return tree_map(lambda f, d: f * as_dtype(d, f.dtype), factor, direction)
+
+    def leaf(f, d):
+        if is_complex(d):
+            # a real factor scales a complex direction: the product keeps its phase
+            # (by hand: strict promotion has no float32 -> complex64 path)
+            wide = f.dtype.itemsize > real_dtype(d.dtype).itemsize
+            out = jnp.dtype(jnp.complex128) if wide else d.dtype
+            return as_dtype(f, out) * as_dtype(d, out)
+        return f * as_dtype(d, f.dtype)
+
+    return tree_map(leaf, factor, direction)
 
 
 def scale(tree: Tree, factor: Scalar) -> Tree:
@@ -617,7 +667,8 @@ def rms_normalize(direction: Tree, nu: Tree, eps: Scalar) -> Tree:
       eps: :math:`\epsilon`, added outside the root.
 
     Returns:
-      The normalised direction, computed in the wider of the two dtypes.
+      The normalised direction, computed in the wider of the two dtypes (in
+      ``d``'s for a complex ``d``).
 
     Example:
       >>> import jax.numpy as jnp
@@ -627,6 +678,9 @@ def rms_normalize(direction: Tree, nu: Tree, eps: Scalar) -> Tree:
     """
 
     def leaf(d, v):
+        if is_complex(d):
+            # v is real (|g|^2): the root in its dtype, the quotient keeps d's phase
+            return d / as_dtype(jnp.sqrt(v) + cast_eps(v), d.dtype)
         # the wider of the two, picked by hand: strict promotion has no
         # implicit bfloat16 -> float32 path
         dt = d.dtype if d.dtype.itemsize > v.dtype.itemsize else v.dtype

@@ -47,7 +47,7 @@ class Bounds(NamedTuple):
 
     Attributes:
       final_lr: the SGD rate both bounds converge to (float or schedule).
-      gamma: the convergence speed, in (0, 1).
+      gamma: the convergence speed, in [0, 1) (0: no bounds, Adam).
     """
 
     final_lr: optax.ScalarOrSchedule = 0.1

@@ -6,7 +6,7 @@ from typing import Any
 
 import optax
 
-from optax_signvar import _deprecation, _rates
+from optax_signvar import _deprecation, _hyperparams, _rates
 from optax_signvar._checks import check_range, check_rate, concrete_value
 from optax_signvar.dissection import (
     Bounds,
@@ -112,7 +112,9 @@ def dissect(
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`:
       ``optax.chain([coupled decay], scale_by_dissection, [decoupled decay],
-      scale_by_learning_rate)``.
+      scale_by_learning_rate)``. It carries a private record of its
+      hyperparameters, so ``optax_signvar.diagnostics(state, opt)`` reads
+      them from ``opt`` rather than from restated arguments.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -147,7 +149,7 @@ def dissect(
         bounds=bounds,  # pyright: ignore[reportArgumentType]
         bias_correction=bias_correction,
     )
-    check_rate("learning_rate", learning_rate)
+    learning_rate = check_rate("learning_rate", learning_rate)
     core = scale_by_dissection(
         point,
         learning_rate=learning_rate,
@@ -160,7 +162,11 @@ def dissect(
     parts: list[optax.GradientTransformation] = [core]
     if weight_decay is not None:
         parts.insert(len(parts) if decoupled else 0, _weight_decay(weight_decay, mask))
-    return optax.chain(*parts, _rates.scale_by_learning_rate(learning_rate))
+    chain = optax.chain(*parts, _rates.scale_by_learning_rate(learning_rate))
+    # optax.chain makes a new update function: the chain gets the record of its core too
+    # (b2 resolved as the core resolved it), for diagnostics(state, optimizer).
+    recorded = _hyperparams.lookup(core)
+    return chain if recorded is None else _hyperparams.record(chain, recorded)
 
 
 def _weight_decay(weight_decay: Any, mask: Any) -> optax.GradientTransformation:
@@ -169,7 +175,7 @@ def _weight_decay(weight_decay: Any, mask: Any) -> optax.GradientTransformation:
     Both have an ``EmptyState``, so the state's structure does not depend on the
     decay (``inject_hyperparams`` turns a 0 into a tracer and keeps the add).
     """
-    check_range("weight_decay", weight_decay, 0.0)
+    weight_decay = check_range("weight_decay", weight_decay, 0.0)
     if concrete_value(weight_decay) == 0.0:
         return optax.identity()
     return _rates.add_decayed_weights(weight_decay, mask)

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optax_signvar._tree import abs_sq, real_dtype
+
 __all__ = ["per_example_grad_moments"]
 
 
@@ -81,7 +83,7 @@ def _mean_and_m2(grads: Any) -> tuple[Any, Any]:
     float32, or go negative.
     """
     mean = jax.tree.map(lambda g: jnp.mean(g.astype(_accumulator_dtype(g.dtype)), axis=0), grads)
-    m2 = jax.tree.map(lambda g, m: jnp.sum(jnp.square(g.astype(m.dtype) - m), axis=0), grads, mean)
+    m2 = jax.tree.map(lambda g, m: jnp.sum(abs_sq(g.astype(m.dtype) - m), axis=0), grads, mean)
     return mean, m2
 
 
@@ -145,7 +147,8 @@ def per_example_grad_moments(
 
     Returns:
       ``(grad_mean, grad_variance)``: two pytrees with the structure and the
-      dtypes of ``params``.
+      dtypes of ``params``; for a complex parameter the variance is
+      :math:`E|G - \bar G|^2/(B-1)` in the real dtype (float32 for complex64).
 
     Raises:
       ValueError: if the batch leaves have no common axis-0 size, if
@@ -212,7 +215,10 @@ def per_example_grad_moments(
         mean, m2 = _global_mean_and_m2(mean, m2, local_size, size, axis_name)
 
     grad_mean = jax.tree.map(lambda d, m: m.astype(d), dtypes, mean)
-    grad_variance = jax.tree.map(lambda d, q: (q / (size * (size - 1))).astype(d), dtypes, m2)
+    # the variance of a complex gradient is E|G - mean|^2, real
+    grad_variance = jax.tree.map(
+        lambda d, q: (q / (size * (size - 1))).astype(real_dtype(d)), dtypes, m2
+    )
     return grad_mean, grad_variance
 
 
@@ -239,9 +245,10 @@ def _chunked_mean_and_m2(
     n_chunks = _batch_size(batch) // chunk_size
     chunks = jax.tree.map(lambda x: jnp.reshape(x, (n_chunks, chunk_size) + np.shape(x)[1:]), batch)
 
-    def zeros(p):
+    def zeros(p, real=False):
         # zeros_like, not zeros: the carry must be as varying as the params
-        return jnp.zeros_like(p, dtype=_accumulator_dtype(jnp.result_type(p)))
+        dtype = _accumulator_dtype(jnp.result_type(p))
+        return jnp.zeros_like(p, dtype=real_dtype(dtype) if real else dtype)
 
     def body(carry, chunk):
         index, mean, m2 = carry
@@ -255,8 +262,8 @@ def _chunked_mean_and_m2(
             return mean + chunk_size / (n + chunk_size) * (c_mean - mean)
 
         def new_m2(m2, mean, c_mean, c_m2):
-            n = n_seen.astype(mean.dtype)
-            return m2 + c_m2 + n * chunk_size / (n + chunk_size) * jnp.square(c_mean - mean)
+            n = n_seen.astype(m2.dtype)
+            return m2 + c_m2 + n * chunk_size / (n + chunk_size) * abs_sq(c_mean - mean)
 
         carry = (
             index + 1,
@@ -265,7 +272,8 @@ def _chunked_mean_and_m2(
         )
         return carry, None
 
-    init = (jnp.zeros((), jnp.int32), jax.tree.map(zeros, params), jax.tree.map(zeros, params))
+    m2 = jax.tree.map(lambda p: zeros(p, real=True), params)
+    init = (jnp.zeros((), jnp.int32), jax.tree.map(zeros, params), m2)
     (_, mean, m2), _ = jax.lax.scan(body, init, chunks)
     return mean, m2
 
@@ -281,7 +289,7 @@ def _global_mean_and_m2(
     local_mean = mean
     mean = jax.tree.map(lambda m: jax.lax.psum(m * local_size, axis_name) / size, local_mean)
     m2 = jax.tree.map(
-        lambda q, lm, gm: jax.lax.psum(q + local_size * jnp.square(lm - gm), axis_name),
+        lambda q, lm, gm: jax.lax.psum(q + local_size * abs_sq(lm - gm), axis_name),
         m2,
         local_mean,
         mean,

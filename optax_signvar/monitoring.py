@@ -7,21 +7,24 @@ optax state (a named optimizer's chain, ``optax.inject_hyperparams``,
 how much the variance adaptation shrinks the steps, how noisy the momentum is
 relative to its size, how likely its sign is right, and, for AdaBound, where
 the bounds are and how many per-element rates they clip. Every formula is the
-package's own (:mod:`optax_signvar.blocks`), so the numbers are the ones the
-update used.
+package's own (:mod:`optax_signvar.blocks`), and the hyperparameters are the
+optimizer's own (read from the optimizer's record, :mod:`optax_signvar._hyperparams`,
+or from an ``inject_hyperparams`` state, never assumed), so the numbers are the
+ones the update used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from optax_signvar import _deprecation, _rates, blocks
-from optax_signvar._checks import check_rate
+from optax_signvar import _deprecation, _hyperparams, _rates, blocks
+from optax_signvar._checks import check_decay, check_range, check_rate, concrete_value
+from optax_signvar._tree import abs_sq, is_complex
 from optax_signvar.dissection import Bounds
 from optax_signvar.transform import DissectedState
 
@@ -169,13 +172,14 @@ def _quantile_keys(quantiles: Sequence[float]) -> list[str]:
 @_deprecation.renamed_arguments(beta="b1", beta2="b2")
 def diagnostics(
     state: optax.OptState,
+    optimizer: optax.GradientTransformation | None = None,
     *,
-    b1: float = 0.9,
-    b2: float | None = None,
+    b1: Any = None,
+    b2: Any = None,
     grads: optax.Updates | None = None,
     bounds: Bounds | dict | None = None,
     learning_rate: optax.ScalarOrSchedule | None = None,
-    eps: float = 1e-8,
+    eps: Any = None,
     quantiles: Sequence[float] = (0.1, 0.5, 0.9),
     max_coordinates: int | None = 16_384,
 ) -> dict[str, jax.Array]:
@@ -219,9 +223,11 @@ def diagnostics(
     * ``eta2_median``: the *median* of :math:`\eta^2` (the mean is useless: it
       is infinite wherever :math:`\hat m = 0 < \sigma^2` and huge near it).
     * ``sign_agreement``: mean of the sign-agreement probability (0.5 is a coin
-      flip, 1 a noise-free sign).
+      flip, 1 a noise-free sign), over the real leaves (a complex coordinate
+      has a phase, not a sign; NaN when every leaf is complex).
 
-    With ``bounds`` and ``learning_rate`` (AdaBound, AMSBound):
+    With AdaBound's bounds (an AdaBound-family ``optimizer``, or ``bounds`` and
+    the rate from any of the sources below):
 
     * ``lower_bound``, ``upper_bound``: :math:`\eta_l(t)`, :math:`\eta_u(t)`,
       the bounds on the per-element rate
@@ -240,14 +246,43 @@ def diagnostics(
 
     A state without moments (``ssd``) gives ``count`` (and ``grad_norm``) only;
     one with a momentum but no second moment (``m_sgd``, ``m_ssd``) adds
-    ``grad_cosine``. The statistics apply to any state with both moments:
-    pass the optimizer's ``b1`` and ``b2`` (a Dissecting Adam method's
-    ``beta`` is ``b1``, and ``b2`` defaults to it); :math:`\rho_t` and
-    :math:`1-\rho_t` are those of :math:`\beta_1` (the momentum's decay), which is
-    right under Dissecting Adam's stationarity assumption for any
+    ``grad_cosine``; neither needs a hyperparameter. :math:`\rho_t` and
+    :math:`1-\rho_t` are those of :math:`\beta_1` (the momentum's decay), which
+    is right under Dissecting Adam's stationarity assumption for any
     :math:`\beta_2`, since then :math:`E[\hat v - \hat m^2] = (1-\rho_t)\sigma_g^2`.
     The moments are always debiased, also for a state built with
     ``bias_correction=False``.
+
+    **The hyperparameters are the optimizer's.** The statistics of a state with
+    both moments depend on the decays its update used, AdaBound's also on its
+    bounds, rate and :math:`\epsilon`, and the package's optimizers do not all
+    share them (Adam's ``b2`` is 0.999, Dissecting Adam's methods use ``b1`` for
+    both moments). Each is taken from the first of:
+
+    1. this call's ``b1``, ``b2``, ``eps``, ``bounds``, ``learning_rate``;
+    2. ``optimizer``'s record: every transformation the package returns (the
+       named optimizers, :func:`~optax_signvar.dissect`, the ``scale_by_*``)
+       records what it was built with: ``b1``, ``b2`` as the update uses it
+       (the optimizer's ``b2``, 0.999 by default, with RMS normalisation; ``b1``
+       otherwise, also when this call passes ``b1``), ``eps``, the rate and, for
+       the AdaBound family, the bounds;
+    3. the ``hyperparams`` of an ``optax.inject_hyperparams`` state around the
+       :class:`~optax_signvar.DissectedState` (keys ``b1``, ``beta``, ``b2``,
+       ``eps``, ``learning_rate``, and ``final_lr`` with ``gamma`` for the
+       bounds), read in the step like any other part of the state.
+
+    If ``b2`` is still unknown it is ``b1``, Dissecting Adam's one decay, only
+    where ``b1`` is that decay: this call's ``b1`` (pass ``b2`` too for an
+    Adam-family state) or an injected ``beta``; an injected ``b1`` without
+    ``b2`` (``dissect`` under ``inject_hyperparams``) could be either, and
+    raises. ``eps`` is otherwise 1e-8 (every optimizer's default; only the
+    bounds use it). Nothing else is assumed: a state with both moments whose
+    ``b1`` none of the three gives raises ``ValueError`` (earlier releases
+    assumed ``b1=0.9``, ``b2=b1``, which is wrong for every Adam-family state).
+    This call's values and the injected ones are checked where concrete
+    (``b1``, ``b2`` in [0, 1), ``eps``, ``learning_rate`` and ``final_lr`` >= 0,
+    ``gamma`` in [0, 1)); traced ones are not, and the optimizer's were checked
+    when it was built.
 
     Cost: a few fused elementwise passes and reductions over the moments (one
     to two updates' worth), plus one sort of at most ``max_coordinates`` values
@@ -262,50 +297,64 @@ def diagnostics(
     :math:`\sqrt{q(1-q)/k}`, under 0.4% at the default), the same ones every
     step (a fixed key), so consecutive steps are comparable.
 
-    Jittable: close over the keyword arguments (they fix the keys) and pass
-    ``state`` and ``grads`` as arguments; ``learning_rate``, ``b1``, ``b2`` and
-    ``eps`` may also be traced arrays, e.g. the ``hyperparams`` of
-    ``optax.inject_hyperparams``.
+    Jittable: close over ``optimizer`` and the keyword arguments (they fix the
+    keys), e.g. ``jax.jit(lambda s, g: diagnostics(s, opt, grads=g))``, and
+    pass ``state`` and ``grads`` as arguments; ``learning_rate``, ``b1``,
+    ``b2`` and ``eps`` may also be traced arrays.
 
     Args:
       state: an optax state containing exactly one
         :class:`~optax_signvar.DissectedState` (or that state itself).
+      optimizer: the transformation of the package whose state this is (a
+        named optimizer, ``dissect(...)`` or a ``scale_by_*``), not a wrapper
+        around it; its hyperparameters are read from it.
       b1: decay of the first moment: the optimizer's ``b1`` (Adam family) or
-        ``beta`` (Dissecting Adam's methods).
-      b2: decay of the second moment: the optimizer's ``b2``; default ``b1``
-        (the one decay of Dissecting Adam's methods). ``beta``/``beta2`` are
-        the old spellings (deprecated).
+        ``beta`` (Dissecting Adam's methods); overrides the other sources.
+      b2: decay of the second moment: the optimizer's ``b2``; overrides the
+        other sources. ``beta``/``beta2`` are the old spellings of ``b1``/``b2``
+        (deprecated).
       grads: the current gradient, optional.
       bounds: AdaBound's :class:`~optax_signvar.Bounds` (or a dict of its
         fields), for AdaBound-family states (``normalization="rms"``).
-      learning_rate: the optimizer's rate (float or schedule); required with
-        ``bounds`` and only used with them.
-      eps: AdaBound's :math:`\epsilon` (only used with ``bounds``).
+      learning_rate: the optimizer's rate (float or schedule); only used with
+        bounds, and an error without them.
+      eps: AdaBound's :math:`\epsilon` (only used with bounds).
       quantiles: levels in [0, 1] of the :math:`\gamma` quantiles to report.
       max_coordinates: most coordinates the quantiles and the median are taken
         over (``None``: all of them, exact, at the price of sorting them all).
 
     Returns:
-      A dict of float32 scalars, keys as above (fixed by the state's structure
-      and the arguments, so they do not change from step to step).
+      A dict of float32 scalars, keys as above (fixed by the state's structure,
+      the hyperparameters' sources and the arguments, so they do not change
+      from step to step).
+
+    Raises:
+      ValueError: a state with both moments and no ``b1`` (or, from an injected
+        ``b1``, no ``b2``) in any source; an ``optimizer`` that is not one of
+        the package's; a hyperparameter out of its range (named); bounds
+        without a rate, or a rate without bounds.
 
     Example:
       >>> import jax, jax.numpy as jnp
       >>> import optax_signvar as osv
       >>> from optax_signvar.monitoring import diagnostics
-      >>> opt = osv.m_svag(0.1)
+      >>> opt = osv.adam(0.1)  # b1=0.9, b2=0.999
       >>> params = jnp.zeros(1000)
       >>> state = opt.init(params)
       >>> for i in range(20):
       ...   noise = jax.random.normal(jax.random.key(i), (1000,))
       ...   grads = jnp.linspace(-1.0, 1.0, 1000) + 0.5 * noise
       ...   _, state = opt.update(grads, state)
-      >>> d = jax.jit(diagnostics)(state)
+      >>> d = jax.jit(lambda s: diagnostics(s, opt))(state)  # b1, b2 from opt
       >>> print(sorted(d))  # doctest: +NORMALIZE_WHITESPACE
       ['active_fraction', 'count', 'eta2_median', 'gamma_below_half', 'gamma_mean',
        'gamma_q10', 'gamma_q50', 'gamma_q90', 'sign_agreement']
       >>> print(int(d["count"]), 0.0 <= float(d["gamma_q10"]) <= float(d["gamma_q90"]) <= 1.0)
       20 True
+      >>> diagnostics(state)  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      ValueError: diagnostics: b1 is unknown; ...
 
     References:
       Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
@@ -314,19 +363,32 @@ def diagnostics(
       Rate <https://openreview.net/forum?id=Bkg3g2R9FX>`_, 2019.
     """
     q_keys = _quantile_keys(quantiles)
-    bounds = _check_arguments(bounds, learning_rate, max_coordinates)
-    b2 = b1 if b2 is None else b2
+    if max_coordinates is not None and max_coordinates < 1:
+        raise ValueError(f"diagnostics: max_coordinates must be >= 1, got {max_coordinates!r}.")
+    record = _record_of(optimizer)
     found = _find_state(state)
+    given = _Hyper(b1, b2, eps, _as_bounds(bounds), learning_rate)
+    injected = _injected(state, found)
+    # what this call passes and what the state holds; the record passed the checks when
+    # the optimizer was built
+    _check_values({"b1": b1, "b2": b2, "eps": eps, "learning_rate": learning_rate})
+    if given.bounds is not None:
+        final_lr, gamma = given.bounds
+        _check_values({"bounds.final_lr": final_lr, "bounds.gamma": gamma})
+    _check_values(injected)
+    hp = _resolve(given, record, injected)
+    _check_pairing(hp, explicit_rate=learning_rate is not None)
     count = jnp.asarray(jax.tree.leaves(found.count)[0])
     mu, nu, nu_max = _leaves(found.mu), _leaves(found.nu), _leaves(found.nu_max)
     second = nu_max if nu_max is not None else nu  # the buffer the update used
     out = {"count": count.astype(_F32)}
-    if bounds is not None and (mu is None or second is None):
+    if hp.bounds is not None and (mu is None or second is None):
         raise ValueError(
             "diagnostics: bounds need AdaBound's state, with both moments; this state "
             "keeps " + ("no second moment." if mu is not None else "no momentum.")
         )
     if mu is not None and second is not None:
+        b1, b2 = _decays(hp)
         mu32, second32 = _widen(mu), _widen(second)
         active = [(m != 0) | (v > 0) for m, v in zip(mu32, second32, strict=True)]
         n_active = _total(active)
@@ -335,31 +397,179 @@ def diagnostics(
                 mu32, second32, active, n_active, count, b1, b2, quantiles, q_keys, max_coordinates
             )
         )
-        # bounds imply learning_rate (checked above)
-        if bounds is not None and learning_rate is not None:
-            rate_args = (bounds, learning_rate, eps, b1, b2)
+        if hp.bounds is not None:  # with a rate (checked above)
+            eps = _DEFAULT_EPS if hp.eps is None else hp.eps
+            rate_args = (hp.bounds, hp.learning_rate, eps, b1, b2)
             out.update(_bound_statistics(second32, active, n_active, count, *rate_args))
     if grads is not None:
         out.update(_gradient_statistics(grads, mu))
     return {k: jnp.asarray(v).astype(_F32) for k, v in out.items()}
 
 
-def _check_arguments(
-    bounds: Bounds | dict | None,
-    learning_rate: optax.ScalarOrSchedule | None,
-    max_coordinates: int | None,
-) -> Bounds | None:
-    """The keyword arguments' checks; returns ``bounds`` as a :class:`Bounds`."""
-    if max_coordinates is not None and max_coordinates < 1:
-        raise ValueError(f"diagnostics: max_coordinates must be >= 1, got {max_coordinates!r}.")
-    if bounds is not None and not isinstance(bounds, Bounds):
-        bounds = Bounds(**dict(bounds))
-    if (bounds is None) != (learning_rate is None):
-        raise ValueError(
-            "diagnostics: bounds and learning_rate go together (AdaBound's bounds on the "
-            "per-element rate a_t * r_t); pass both or neither."
+# eps where no source gives one: the default of every optimizer of the package
+_DEFAULT_EPS = 1e-8
+
+# the hyperparameters an inject_hyperparams state may hold that diagnostics reads
+_INJECTED_KEYS = ("b1", "beta", "b2", "eps", "learning_rate", "final_lr", "gamma")
+
+_INJECT_STATES = tuple(
+    cls
+    for cls in (
+        getattr(optax, "InjectHyperparamsState", None),
+        getattr(optax, "InjectStatefulHyperparamsState", None),
+    )
+    if isinstance(cls, type)
+)
+
+
+class _Hyper(NamedTuple):
+    """The hyperparameters diagnostics uses; ``None`` where unknown.
+
+    ``tied`` says that ``b2`` is ``b1`` by construction where no source gives
+    ``b2`` (Dissecting Adam's one decay).
+    """
+
+    b1: Any = None
+    b2: Any = None
+    eps: Any = None
+    bounds: Bounds | None = None
+    learning_rate: Any = None
+    tied: bool = False
+
+
+def _as_bounds(bounds: Bounds | dict | None) -> Bounds | None:
+    if bounds is None or isinstance(bounds, Bounds):
+        return bounds
+    return Bounds(**dict(bounds))
+
+
+def _record_of(optimizer: Any) -> _hyperparams.Hyperparameters | None:
+    """The optimizer's record of its hyperparameters (``None`` for no optimizer)."""
+    if optimizer is None:
+        return None
+    if not callable(getattr(optimizer, "update", None)):
+        raise TypeError(
+            "diagnostics: optimizer must be the optimizer (an optax GradientTransformation) "
+            f"whose state this is, got {optimizer!r}; pass decays as keywords, b1=..., b2=...."
         )
-    return bounds
+    record = _hyperparams.lookup(optimizer)
+    if record is None:
+        raise ValueError(
+            "diagnostics: optimizer is not one of optax_signvar's transformations, so its "
+            "hyperparameters are unknown here (an optax optimizer such as optax.adam, or a "
+            "wrapper around one of the package's: optax.chain, MultiSteps, inject_hyperparams). "
+            "Pass the package's optimizer itself (e.g. the osv.adam(...) inside the chain, or "
+            "the tx given to flax's nnx.Optimizer), or its decays as b1=..., b2=...; an "
+            "inject_hyperparams state needs neither."
+        )
+    return record
+
+
+def _injected(state: Any, target: DissectedState) -> dict[str, Any]:
+    """The numeric hyperparameters of the ``inject_hyperparams`` states around ``target``.
+
+    Nested ones are merged, the innermost (the closest to the update) winning.
+    """
+    if not _INJECT_STATES:
+        return {}
+
+    def is_inject(x: Any) -> bool:
+        return isinstance(x, _INJECT_STATES)
+
+    def holds_target(tree: Any) -> bool:
+        return any(x is target for x in jax.tree.leaves(tree, is_leaf=_is_dissected))
+
+    out: dict[str, Any] = {}
+    for x in jax.tree.leaves(state, is_leaf=is_inject):
+        if is_inject(x) and holds_target(x.inner_state):
+            out.update({k: v for k, v in x.hyperparams.items() if k in _INJECTED_KEYS})
+            out.update(_injected(x.inner_state, target))
+    return out
+
+
+def _resolve(
+    given: _Hyper, record: _hyperparams.Hyperparameters | None, injected: dict[str, Any]
+) -> _Hyper:
+    """Each hyperparameter from the call, else the optimizer's record, else the injected ones."""
+    b1, b2, eps, bounds, rate = given.b1, given.b2, given.eps, given.bounds, given.learning_rate
+    # an explicit b1 is Dissecting Adam's one decay unless the optimizer says otherwise
+    tied = b1 is not None
+    if record is not None:
+        b1 = record.b1 if b1 is None else b1
+        tied = record.one_decay  # the record's b2 is b1 by construction, or its own
+        if b2 is None and not tied:
+            b2 = record.b2
+        eps = record.eps if eps is None else eps
+        bounds = record.bounds if bounds is None else bounds
+        rate = record.learning_rate if rate is None else rate
+    if b1 is None and "b1" in injected:
+        b1 = injected["b1"]
+    if b1 is None and "beta" in injected:
+        b1, tied = injected["beta"], True  # Dissecting Adam's one decay
+    if b2 is None and not (record is not None and tied) and "b2" in injected:
+        b2 = injected["b2"]
+    eps = injected.get("eps") if eps is None else eps
+    rate = injected.get("learning_rate") if rate is None else rate
+    if bounds is None and "final_lr" in injected and "gamma" in injected:
+        bounds = Bounds(injected["final_lr"], injected["gamma"])
+    return _Hyper(b1, b2, eps, bounds, rate, tied=tied)
+
+
+def _check_values(values: dict[str, Any]) -> None:
+    """Concrete hyperparameters in range, ``ValueError`` naming them; traced ones pass.
+
+    ``values`` maps a name (``"b1"``, ``"bounds.gamma"``, an injected key, ...) to
+    its value; what a name's last part is decides the range.
+    """
+    for name, value in values.items():
+        if value is None or (not callable(value) and concrete_value(value) is None):
+            continue  # unknown, or traced (e.g. inject_hyperparams' under jit)
+        kind = name.rsplit(".", 1)[-1]
+        if kind in ("b1", "beta", "b2"):
+            check_decay(name, value)
+        elif kind == "eps":
+            check_range(name, value, 0.0)
+        elif kind == "gamma":
+            check_range(name, value, 0.0, 1.0, high_open=True)
+        elif kind in ("learning_rate", "final_lr"):
+            check_rate(name, value)
+
+
+def _check_pairing(hp: _Hyper, *, explicit_rate: bool) -> None:
+    """AdaBound's bounds need the rate; an explicit rate needs bounds."""
+    if hp.bounds is not None and hp.learning_rate is None:
+        raise ValueError(
+            "diagnostics: bounds need the learning rate (AdaBound's bounds are on the "
+            "per-element rate a_t * r_t); pass learning_rate=..., or optimizer=, which records it."
+        )
+    if explicit_rate and hp.bounds is None:
+        raise ValueError(
+            "diagnostics: learning_rate is only used with AdaBound's bounds; pass bounds=... "
+            "too, or the AdaBound-family optimizer (whose record holds both)."
+        )
+
+
+def _decays(hp: _Hyper) -> tuple[Any, Any]:
+    """``b1`` and ``b2`` for a state with both moments; ``ValueError`` where unknown."""
+    if hp.b1 is None:
+        raise ValueError(
+            "diagnostics: b1 is unknown; the statistics depend on the optimizer's decays, and "
+            "there is no default that is right for every optimizer (Adam's b2 is 0.999, "
+            "Dissecting Adam's methods use b1 for both moments). Either pass the optimizer, "
+            "diagnostics(state, opt) with opt = osv.adam(...), osv.m_svag(...), ...; or pass "
+            "its decays, b1=... and b2=... (b1=beta alone for Dissecting Adam's methods); or "
+            "build it with optax.inject_hyperparams, whose state holds them."
+        )
+    if hp.b2 is not None:
+        return hp.b1, hp.b2
+    if hp.tied:
+        return hp.b1, hp.b1
+    # only an injected b1 gets here: dissect's b2=None is no number inject_hyperparams keeps
+    raise ValueError(
+        "diagnostics: b2 is unknown: the inject_hyperparams state holds b1 but no b2. It is b1 "
+        "for Dissecting Adam's methods and 0.999 by default with normalization='rms'; pass "
+        "b2=..., or the optimizer built with the same arguments, diagnostics(state, opt)."
+    )
 
 
 def _moment_statistics(
@@ -372,24 +582,40 @@ def _moment_statistics(
     # sigma^2 = rho_t * s_t, the variance of mh, exactly as M-SVAG forms it
     var = blocks.variance_estimate(mh, vh, blocks.momentum_variance_scale(b1, count))
     gamma = blocks.variance_factor(mh, var)
-    erf_factor = blocks.sign_variance_factor(mh, var, "optimal")
-    eta2 = [jnp.where(m * m > 0, s / (m * m), jnp.inf) for m, s in zip(mh, var, strict=True)]
+    eta2 = [_relative_variance(m, s) for m, s in zip(mh, var, strict=True)]
     out = {
         "active_fraction": n_active / n_all if n_all else jnp.full([], jnp.nan, _F32),
         "gamma_mean": _masked_mean(gamma, active, n_active),
     }
     out.update(_order_statistics(eta2, active, quantiles, q_keys, max_coordinates))
     out["gamma_below_half"] = _masked_mean([g < 0.5 for g in gamma], active, n_active)
-    agreement = [(1.0 + f) / 2.0 for f in erf_factor]
-    out["sign_agreement"] = _masked_mean(agreement, active, n_active)
+    out["sign_agreement"] = _sign_agreement(mh, var, active)
     return out
+
+
+def _relative_variance(m: jax.Array, s: jax.Array) -> jax.Array:
+    m2 = abs_sq(m).astype(s.dtype)
+    return jnp.where(m2 > 0, s / m2, jnp.inf)
+
+
+def _sign_agreement(mh, var, active) -> jax.Array:
+    """Mean sign-agreement probability over the active coordinates of the real leaves.
+
+    A complex coordinate has a phase, not a sign; its agreement is not the
+    erf of a real Gaussian (see ``blocks.sign_variance_factor``), so complex
+    leaves are left out (NaN when every leaf is complex).
+    """
+    real = [i for i, m in enumerate(mh) if not is_complex(m)]
+    erf_factor = blocks.sign_variance_factor([mh[i] for i in real], [var[i] for i in real])
+    agreement = [(1.0 + f) / 2.0 for f in erf_factor]
+    real_active = [active[i] for i in real]
+    return _masked_mean(agreement, real_active, _total(real_active))
 
 
 def _bound_statistics(
     second32, active, n_active, count, bounds, learning_rate, eps, b1, b2
 ) -> dict[str, jax.Array]:
     """AdaBound's bounds of step t and the shares of rates they clip."""
-    check_rate("learning_rate", learning_rate)
     # the rate and the bounds of step t, formed as scale_by_dissection forms them
     before = jnp.maximum(count - 1, 0)
     ratio = _rates.rate_ratio(bounds.final_lr, learning_rate, "final_lr")
@@ -410,7 +636,7 @@ def _bound_statistics(
 def _gradient_statistics(grads: optax.Updates, mu: list[jax.Array] | None) -> dict[str, jax.Array]:
     """The gradient's norm and its cosine with the momentum."""
     g = _widen(_arrays(grads))
-    g_norm = jnp.sqrt(_total([x * x for x in g]))
+    g_norm = jnp.sqrt(_total([abs_sq(x) for x in g]))
     out = {"grad_norm": g_norm}
     if mu is not None:
         m32 = _widen(mu)
@@ -420,8 +646,9 @@ def _gradient_statistics(grads: optax.Updates, mu: list[jax.Array] | None) -> di
                 f"{[x.shape for x in g]} vs {[x.shape for x in m32]}); under optax.masked "
                 "pass the gradients of the optimized parameters only."
             )
-        dot = _total([x * m for x, m in zip(g, m32, strict=True)])
-        m_norm = jnp.sqrt(_total([m * m for m in m32]))
+        # Re<g, m>: the cosine of the angle between them, also for complex leaves
+        dot = _total([jnp.real(jnp.conj(x) * m) for x, m in zip(g, m32, strict=True)])
+        m_norm = jnp.sqrt(_total([abs_sq(m) for m in m32]))
         den = g_norm * m_norm
         out["grad_cosine"] = jnp.where(den > 0, dot / jnp.where(den > 0, den, 1.0), 0.0)
     return out

@@ -421,7 +421,7 @@ def scale_by_adabound(
       b1: decay of the first moment, in [0, 1).
       b2: decay of the second moment, in [0, 1).
       eps: added to the root of the second moment, >= 0.
-      gamma: convergence speed of the bounds, in (0, 1).
+      gamma: convergence speed of the bounds, in [0, 1) (0: no bounds, Adam).
       max_tracking: track the max of the second moment (AMSBound); the old
         spelling ``amsbound=`` still works, with a ``DeprecationWarning``.
       mu_dtype: dtype of the first moment (default: the parameters' dtype).

@@ -23,16 +23,25 @@ One step, in the order the code below follows:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from optax_signvar import _deprecation, _rates, blocks
+from optax_signvar import _deprecation, _hyperparams, _rates, blocks
 from optax_signvar._checks import check_decay, check_range, check_rate
-from optax_signvar._tree import cast_like, zero_count, zeros_moment
-from optax_signvar.dissection import Dissection, VarianceAdaptation
+from optax_signvar._tree import (
+    as_inexact,
+    cast_like,
+    check_matches,
+    is_complex,
+    widen_second,
+    zero_count,
+    zeros_moment,
+)
+from optax_signvar.dissection import Bounds, Dissection, VarianceAdaptation
 
 __all__ = ["DissectedState", "StepScalars", "scale_by_dissection", "step_scalars"]
 
@@ -210,7 +219,8 @@ def _variance_adapted_rate(
 ) -> Tree:
     """The variance-adaptation factor of the direction, from its relative variance."""
     if grad_variance is not None:
-        variance = blocks.scale(grad_variance, s.variance_scale)
+        # widened as nu is: |m|^2 of a float16 direction overflows float16 at |m| > 256
+        variance = blocks.scale(widen_second(grad_variance), s.variance_scale)
     else:
         nu_hat = blocks.bias_correction(_second_moment(point, state), s.debias1)
         variance = blocks.variance_estimate(mu_hat, nu_hat, s.variance_scale)
@@ -251,13 +261,43 @@ def _clip_to_bounds(direction: Tree, rate: Tree | None, s: StepScalars) -> tuple
     return direction, blocks.clip_rate(rate, s.lower, s.upper)
 
 
+def _check_leaf_dtypes(point: Dissection, tree: Tree, what: str, mu_dtype: Any = None) -> None:
+    """Integer parameters and, for the optimal factor of a sign, complex leaves are
+    refused (naming the leaf); complex leaves work everywhere else, but not with a
+    real ``mu_dtype`` (the momentum of a complex gradient is complex)."""
+    refuse_complex = point.direction == "sign" and point.variance_adaptation == "optimal"
+    reason = blocks.COMPLEX_SIGN_ERF
+    real_mu = mu_dtype is not None and not is_complex(jnp.dtype(mu_dtype))
+    if real_mu and point.uses_first_moment and not refuse_complex:
+        refuse_complex = True
+        reason = f"a real mu_dtype ({jnp.dtype(mu_dtype)}) cannot hold a complex momentum."
+    for path, x in jax.tree_util.tree_leaves_with_path(tree):
+        dtype = jnp.result_type(x)
+        where = " ".join(filter(None, (what, jax.tree_util.keystr(path), f"({dtype})")))
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise ValueError(
+                f"{where}: integer parameters cannot take the fractional steps of an "
+                "optimizer (optax.apply_updates would round them away); make them floats, "
+                "or leave them out with a None leaf or optax.masked."
+            )
+        if refuse_complex and jnp.issubdtype(dtype, jnp.complexfloating):
+            raise ValueError(f"{where}: {reason}")
+
+
+def _check_against_state(updates: Tree, state: DissectedState) -> None:
+    """The gradient tree against the first buffer the state holds (leaf by leaf)."""
+    for name in ("mu", "nu", "nu_max"):
+        buffer = getattr(state, name)
+        if buffer is not None:
+            check_matches(updates, buffer, f"state's {name}")
+            return
+
+
 def _second_decay(point: Dissection, b1: Any, b2: Any) -> Any:
     """The second moment's decay: ``b2`` (default 0.999) with RMS normalisation,
     otherwise ``b1``, the one decay of Dissecting Adam (``b2`` must then be ``None``)."""
     if point.normalization == "rms":
-        b2 = 0.999 if b2 is None else b2
-        check_decay("b2", b2)
-        return b2
+        return check_decay("b2", 0.999 if b2 is None else b2)
     if b2 is not None:
         raise ValueError(
             "b2 is only used with normalization='rms'; variance adaptation uses b1 for both "
@@ -266,16 +306,24 @@ def _second_decay(point: Dissection, b1: Any, b2: Any) -> Any:
     return b1
 
 
-def _bound_ratio(point: Dissection, learning_rate: optax.ScalarOrSchedule | None) -> Any:
-    """AdaBound's :math:`f_t / a_t` (a float, an array or a schedule), or ``None``."""
+def _checked_bounds(
+    point: Dissection, learning_rate: optax.ScalarOrSchedule | None
+) -> tuple[Dissection, Any]:
+    """The point with its bounds checked, and AdaBound's :math:`f_t / a_t` (a float,
+    an array or a schedule; ``None`` without bounds)."""
     if point.bounds is None:
-        return None
+        return point, None
     if learning_rate is None:
         raise ValueError("learning_rate is needed with bounds, to form final_lr / a_t.")
-    check_rate("learning_rate", learning_rate)
-    check_rate("final_lr", point.bounds.final_lr)
-    check_range("gamma", point.bounds.gamma, 0.0, 1.0, low_open=True, high_open=True)
-    return _rates.rate_ratio(point.bounds.final_lr, learning_rate, "final_lr")
+    rate = check_rate("learning_rate", learning_rate)
+    bounds = Bounds(
+        final_lr=check_rate("final_lr", point.bounds.final_lr),
+        # [0, 1) as the reference package checks it; gamma = 0 is the limit with
+        # no bounds (lower 0, upper inf): Adam
+        gamma=check_range("gamma", point.bounds.gamma, 0.0, 1.0, high_open=True),
+    )
+    point = dataclasses.replace(point, bounds=bounds)
+    return point, _rates.rate_ratio(bounds.final_lr, rate, "final_lr")
 
 
 @_deprecation.renamed_arguments(beta="b1", beta2="b2")
@@ -332,22 +380,20 @@ def scale_by_dissection(
     References:
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_, 2018.
     """
-    point = dissection
-    check_decay("b1", b1)
-    b2 = _second_decay(point, b1, b2)
-    check_range("eps", eps, 0.0)
-    ratio = _bound_ratio(point, learning_rate)
+    b1 = check_decay("b1", b1)
+    b2 = _second_decay(dissection, b1, b2)
+    eps = check_range("eps", eps, 0.0)
+    point, ratio = _checked_bounds(dissection, learning_rate)
 
     def init_fn(params: optax.Params) -> DissectedState:
+        _check_leaf_dtypes(point, params, "parameter", mu_dtype)
         # nu and nu_max are separate buffers: one array in two places of the
         # state could not be donated to a jitted step.
         return DissectedState(
             count=zero_count(),
             mu=zeros_moment(params, mu_dtype) if point.uses_first_moment else None,
-            nu=zeros_moment(params, nu_dtype, widen_half=True)
-            if point.uses_second_moment
-            else None,
-            nu_max=zeros_moment(params, nu_dtype, widen_half=True) if point.max_tracking else None,
+            nu=zeros_moment(params, nu_dtype, second=True) if point.uses_second_moment else None,
+            nu_max=zeros_moment(params, nu_dtype, second=True) if point.max_tracking else None,
         )
 
     def update_fn(
@@ -357,6 +403,9 @@ def scale_by_dissection(
         **extra_args: Any,
     ) -> tuple[optax.Updates, DissectedState]:
         del params
+        updates = as_inexact(updates)
+        _check_leaf_dtypes(point, updates, "gradient")
+        _check_against_state(updates, state)
         grad_variance = extra_args.get("grad_variance")
         if point.variance == "minibatch" and grad_variance is None:
             raise ValueError(
@@ -379,4 +428,6 @@ def scale_by_dissection(
     # optax's OptState (ArrayTree) has no None leaves, which DissectedState's unused
     # buffers are, and its update protocol takes any OptState where this one reads a
     # DissectedState.
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # pyright: ignore[reportArgumentType]
+    tx = optax.GradientTransformationExtraArgs(init_fn, update_fn)  # pyright: ignore[reportArgumentType]
+    # the hyperparameters, b2 resolved, for diagnostics(state, optimizer)
+    return _hyperparams.record(tx, _hyperparams.Hyperparameters(point, b1, b2, eps, learning_rate))

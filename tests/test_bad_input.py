@@ -23,7 +23,7 @@ INVALID = [
     (osv.adam, {"learning_rate": 0.1, "b2": -0.5}, "b2"),
     (osv.adam, {"learning_rate": 0.1, "eps": -1e-8}, "eps"),
     (osv.amsgrad, {"learning_rate": 0.1, "b2": 1.0}, "b2"),
-    (osv.adabound, {"gamma": 0.0}, "gamma"),
+    (osv.adabound, {"gamma": -1e-3}, "gamma"),
     (osv.adabound, {"gamma": 1.0}, "gamma"),
     (osv.amsbound, {"final_lr": -0.1}, "final_lr"),
     (osv.adabound, {"weight_decay": -1.0}, "weight_decay"),

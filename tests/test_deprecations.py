@@ -105,6 +105,11 @@ def test_diagnostics_beta():
     assert {"'b1'", "'b2'"} <= {str(w.message).split("now ")[1][:4] for w in record}
     new = osv.diagnostics(state, b1=0.8, b2=0.99)
     assert jax.tree.map(float, old) == jax.tree.map(float, new)
+    # beside the optimizer (whose record holds b1=0.8, b2=0.99) the old spelling still overrides
+    with pytest.warns(DeprecationWarning, match="'b1'"):
+        with_opt = osv.diagnostics(state, opt, beta=0.8)
+    assert jax.tree.map(float, with_opt) == jax.tree.map(float, osv.diagnostics(state, opt))
+    assert jax.tree.map(float, with_opt) == jax.tree.map(float, new)
 
 
 @pytest.mark.parametrize("name", ["ablate", "summarize", "problems"])

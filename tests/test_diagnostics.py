@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +13,9 @@ import optax
 import pytest
 
 import optax_signvar as osv
+from optax_signvar import _hyperparams
 from optax_signvar.monitoring import diagnostics
+from tests.registry import NAMES, OPTIMIZERS, dissect_points, make, point_id
 
 STAT_KEYS = {
     "count",
@@ -44,7 +48,7 @@ def _grads(i, params, noise=1.0):
     return out
 
 
-def _run(opt, steps=6, params=None):
+def _run(opt, steps=6, params=None) -> tuple[Any, Any]:
     params = _params() if params is None else params
     state, update = opt.init(params), jax.jit(opt.update)
     grads = None
@@ -124,21 +128,25 @@ def test_matches_numpy(name, opt, beta, beta2):
     state, grads = _run(opt)
     d = diagnostics(state, b1=beta, b2=beta2, grads=grads, max_coordinates=None)
     expected, _, _ = _numpy_stats(state, beta, beta if beta2 is None else beta2, grads)
+    # the optimizer's own record gives the same decays (b2 = b1 for M-SVAG's one decay)
+    via_optimizer = diagnostics(state, opt, grads=grads, max_coordinates=None)
+    assert {k: float(v) for k, v in via_optimizer.items()} == {k: float(v) for k, v in d.items()}
     assert set(d) == STAT_KEYS | {"grad_norm", "grad_cosine"}
     for key, want in expected.items():
         np.testing.assert_allclose(float(d[key]), want, rtol=2e-5, atol=1e-6, err_msg=key)
     assert float(d["active_fraction"]) == pytest.approx(207 / 220)
     _check_ranges(d)
     # the default max_coordinates (16,384) is exact for this size
-    default = diagnostics(state, b1=beta, b2=beta2, grads=grads)
+    default = diagnostics(state, opt, grads=grads)
     for key in d:
         assert float(default[key]) == float(d[key]), key
 
 
 def test_jit_gives_the_same_numbers():
-    state, grads = _run(osv.m_svag(0.1))
-    eager = diagnostics(state, grads=grads)
-    jitted = jax.jit(lambda s, g: diagnostics(s, grads=g))(state, grads)
+    opt = osv.m_svag(0.1)
+    state, grads = _run(opt)
+    eager = diagnostics(state, opt, grads=grads)
+    jitted = jax.jit(lambda s, g: diagnostics(s, opt, grads=g))(state, grads)
     assert set(eager) == set(jitted)
     for key in eager:
         np.testing.assert_allclose(jitted[key], eager[key], rtol=1e-6, err_msg=key)
@@ -147,34 +155,36 @@ def test_jit_gives_the_same_numbers():
 def test_first_step_is_noise_free_and_fresh_state_is_nan():
     opt = osv.m_svag(0.1)
     params = _params()
-    fresh = diagnostics(opt.init(params))
+    fresh = diagnostics(opt.init(params), opt)
     assert float(fresh["count"]) == 0 and float(fresh["active_fraction"]) == 0
     assert all(np.isnan(float(fresh[k])) for k in STAT_KEYS - {"count", "active_fraction"})
     # t = 1: s_1 = 0, so gamma = 1 and the sign is certain wherever m != 0
-    d = diagnostics(_run(opt, steps=1)[0])
+    d = diagnostics(_run(opt, steps=1)[0], opt)
     assert float(d["gamma_mean"]) == 1.0 and float(d["gamma_q10"]) == 1.0
     assert float(d["eta2_median"]) == 0.0 and float(d["sign_agreement"]) == 1.0
 
 
 @pytest.mark.standard_promotion  # it wraps the state in optax.MultiSteps
 def test_wrappers_find_the_state():
-    plain, grads = _run(osv.m_svag(0.1))
-    want = diagnostics(plain, grads=grads)
+    inner_opt = osv.m_svag(0.1)  # a wrapper has no record: pass the package's optimizer
+    plain, grads = _run(inner_opt)
+    want = diagnostics(plain, inner_opt, grads=grads)
     wrapped = {
-        "inject_hyperparams": optax.inject_hyperparams(osv.m_svag)(learning_rate=0.1),
-        "apply_if_finite": optax.apply_if_finite(osv.m_svag(0.1), 3),
-        "masked": optax.masked(osv.m_svag(0.1), lambda p: jax.tree.map(lambda _: True, p)),
+        # no optimizer: the decay (beta) is read from the state's hyperparams
+        "inject_hyperparams": (optax.inject_hyperparams(osv.m_svag)(learning_rate=0.1), None),
+        "apply_if_finite": (optax.apply_if_finite(inner_opt, 3), inner_opt),
+        "masked": (optax.masked(inner_opt, lambda p: jax.tree.map(lambda _: True, p)), inner_opt),
     }
-    for name, opt in wrapped.items():
+    for name, (opt, optimizer) in wrapped.items():
         state, _ = _run(opt)
-        got = diagnostics(state, grads=grads)
+        got = diagnostics(state, optimizer, grads=grads)
         for key in want:
             np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=f"{name}: {key}")
     # MultiSteps: the inner state after 3 real updates of two averaged mini-batches
-    ms_state, grads = _run(optax.MultiSteps(osv.m_svag(0.1), 2))
-    got = diagnostics(ms_state, grads=grads)
+    ms_state, grads = _run(optax.MultiSteps(inner_opt, 2))
+    got = diagnostics(ms_state, inner_opt, grads=grads)
     assert float(got["count"]) == 3
-    inner = diagnostics(ms_state.inner_opt_state, grads=grads)
+    inner = diagnostics(ms_state.inner_opt_state, inner_opt, grads=grads)
     assert all(float(got[k]) == float(inner[k]) for k in got)
     _check_ranges(got)
 
@@ -182,13 +192,14 @@ def test_wrappers_find_the_state():
 def test_masked_state_and_grads():
     params = _params()
     mask = {"w": True, "b": False, "frozen": True}
-    state, grads = _run(optax.masked(osv.m_svag(0.1), mask))
-    d = diagnostics(state)  # b is not tracked: 200 + 13 coordinates, 13 of them inactive
+    opt = osv.m_svag(0.1)
+    state, grads = _run(optax.masked(opt, mask))
+    d = diagnostics(state, opt)  # b is not tracked: 200 + 13 coordinates, 13 of them inactive
     assert float(d["active_fraction"]) == pytest.approx(200 / 213)
     with pytest.raises(ValueError, match="do not match the momentum"):
-        diagnostics(state, grads=grads)
+        diagnostics(state, opt, grads=grads)
     tracked = {k: v for k, v in grads.items() if mask[k]}
-    d = diagnostics(state, grads=tracked)
+    d = diagnostics(state, opt, grads=tracked)
     assert 0.0 < float(d["grad_cosine"]) <= 1.0
     assert float(d["grad_norm"]) == pytest.approx(np.linalg.norm(_flat(tracked)), rel=1e-6)
     del params
@@ -199,8 +210,12 @@ def test_adabound_bounds_and_clipped_shares():
     bounds = osv.Bounds(final_lr=0.01, gamma=0.1)
     opt = osv.adabound(schedule, final_lr=bounds.final_lr, gamma=bounds.gamma)
     state, _ = _run(opt, steps=5)
-    d = jax.jit(lambda s: diagnostics(s, b2=0.999, bounds=bounds, learning_rate=schedule))(state)
+    d = jax.jit(lambda s: diagnostics(s, opt))(state)  # bounds, rate, decays: the optimizer's
     assert set(d) == STAT_KEYS | BOUND_KEYS
+    restated = jax.jit(
+        lambda s: diagnostics(s, b1=0.9, b2=0.999, bounds=bounds, learning_rate=schedule)
+    )(state)
+    assert {k: float(v) for k, v in restated.items()} == {k: float(v) for k, v in d.items()}
     _check_ranges(d)
     # step t = 5 used a_t = schedule(4) and f_t = final_lr * a_t / a_0
     t, a_t = 5, float(schedule(4))
@@ -225,7 +240,15 @@ def test_adabound_under_inject_hyperparams():
     state, _ = _run(opt, steps=5)
     hp = state.hyperparams
     b = osv.Bounds(hp["final_lr"], hp["gamma"])
-    d = diagnostics(state, b2=0.999, bounds=b, learning_rate=hp["learning_rate"])
+    restated = diagnostics(
+        state, b1=hp["b1"], b2=hp["b2"], eps=hp["eps"], bounds=b, learning_rate=hp["learning_rate"]
+    )
+    d = diagnostics(state)  # all of them from the state's hyperparams
+    assert set(d) == STAT_KEYS | BOUND_KEYS
+    assert {k: float(v) for k, v in restated.items()} == {k: float(v) for k, v in d.items()}
+    jitted = jax.jit(diagnostics)(state)  # traced hyperparams
+    for key in d:
+        np.testing.assert_allclose(jitted[key], d[key], rtol=1e-6, err_msg=key)
     assert float(d["lower_bound"]) == pytest.approx(0.01 * (1 - 1 / 1.5), rel=1e-5)
     assert float(d["upper_bound"]) == pytest.approx(0.01 * 3, rel=1e-5)
     assert 0.0 <= float(d["clipped_lower"]) + float(d["clipped_upper"]) <= 1.0
@@ -238,7 +261,7 @@ def test_states_without_both_moments():
     assert set(diagnostics(state)) == {"count"}
     d = diagnostics(state, grads=grads)
     assert set(d) == {"count", "grad_norm"} and float(d["count"]) == 6
-    # m_sgd keeps the momentum only: its cosine with the gradient too
+    # m_sgd keeps the momentum only: its cosine with the gradient too (neither needs a decay)
     state, grads = _run(osv.m_sgd(0.1))
     assert set(diagnostics(state, grads=grads)) == {"count", "grad_norm", "grad_cosine"}
     with pytest.raises(ValueError, match="no second moment"):
@@ -253,8 +276,10 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="found 2 DissectedStates"):
         diagnostics(optax.chain(osv.m_svag(0.1), osv.adam(0.1)).init(params))
     state = osv.m_svag(0.1).init(params)
-    with pytest.raises(ValueError, match="pass both or neither"):
-        diagnostics(state, bounds=osv.Bounds())
+    with pytest.raises(ValueError, match="bounds need the learning rate"):
+        diagnostics(state, b1=0.9, bounds=osv.Bounds())
+    with pytest.raises(ValueError, match="learning_rate is only used with AdaBound's bounds"):
+        diagnostics(state, osv.m_svag(0.1), learning_rate=0.1)
     with pytest.raises(ValueError, match=r"quantiles must lie in \[0, 1\]"):
         diagnostics(state, quantiles=(0.5, 1.5))
     with pytest.raises(ValueError, match="max_coordinates"):
@@ -262,10 +287,11 @@ def test_clear_errors():
 
 
 def test_custom_quantiles_and_subsampling():
-    state, _ = _run(osv.m_svag(0.1))
-    exact = diagnostics(state, quantiles=(0.25, 0.999), max_coordinates=None)
+    opt = osv.m_svag(0.1)
+    state, _ = _run(opt)
+    exact = diagnostics(state, opt, quantiles=(0.25, 0.999), max_coordinates=None)
     assert {"gamma_q25", "gamma_q99.9"} <= set(exact) and "gamma_q50" not in exact
-    sub = diagnostics(state, quantiles=(0.25, 0.999), max_coordinates=100)
+    sub = diagnostics(state, opt, quantiles=(0.25, 0.999), max_coordinates=100)
     # means and shares stay exact; the order statistics come from ~100 of the 207 active
     for key in ("gamma_mean", "gamma_below_half", "sign_agreement", "active_fraction"):
         np.testing.assert_allclose(sub[key], exact[key], rtol=1e-6)
@@ -276,13 +302,13 @@ def test_custom_quantiles_and_subsampling():
 
 def test_half_precision_moments_and_strict_promotion():
     params = {"w": jnp.zeros(64)}
-    state, grads = _run(osv.m_svag(0.1, mu_dtype=jnp.bfloat16), params=params)
-    ab_state, _ = _run(osv.adabound(1e-3), params=params)
+    opt, ab_opt = osv.m_svag(0.1, mu_dtype=jnp.bfloat16), osv.adabound(1e-3)
+    state, grads = _run(opt, params=params)
+    ab_state, _ = _run(ab_opt, params=params)
     with jax.numpy_dtype_promotion("strict"):
-        d = jax.jit(lambda s, g: diagnostics(s, grads=g))(state, grads)
-        b = jax.jit(lambda s: diagnostics(s, b2=0.999, bounds=osv.Bounds(), learning_rate=1e-3))(
-            ab_state
-        )
+        d = jax.jit(lambda s, g: diagnostics(s, opt, grads=g))(state, grads)
+        b = jax.jit(lambda s: diagnostics(s, ab_opt))(ab_state)
+    assert set(b) == STAT_KEYS | BOUND_KEYS
     assert all(v.dtype == jnp.float32 for v in [*d.values(), *b.values()])
     _check_ranges(d)
 
@@ -290,14 +316,219 @@ def test_half_precision_moments_and_strict_promotion():
 def test_flax_nnx_optimizer_state():
     nnx = pytest.importorskip("flax.nnx")
     model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, osv.m_svag(0.1), wrt=nnx.Param)
+    tx = osv.m_svag(0.1)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     x = jax.random.normal(jax.random.key(0), (16, 3))
     for _ in range(2):
         grads = nnx.grad(lambda m: jnp.mean(m(x) ** 2))(model)
         optimizer.update(model, grads)
-    d = diagnostics(optimizer.opt_state, grads=grads)
+    d = diagnostics(optimizer.opt_state, tx, grads=grads)
     assert float(d["count"]) == 2 and float(d["active_fraction"]) == 1.0
     _check_ranges(d)
+
+
+# --------------------------------------------------------------------------- #
+# The hyperparameters are the optimizer's (issue: diagnostics restated b1=0.9,
+# b2=b1, which is not Adam's b2=0.999).
+# --------------------------------------------------------------------------- #
+
+
+def _noisy_stream(opt, n=2000, steps=50, sigma=2.0):
+    """A fixed mean per coordinate, linspace(-1, 1), under N(0, sigma^2) noise: the
+    momentum's sign is right for about 80% of the coordinates after 50 steps."""
+    rng = np.random.default_rng(0)
+    mean = np.linspace(-1.0, 1.0, n)
+    state, update = opt.init(jnp.zeros(n)), jax.jit(opt.update)
+    for _ in range(steps):
+        g = jnp.asarray(mean + sigma * rng.standard_normal(n), jnp.float32)
+        _, state = update(g, state)
+    return state, mean
+
+
+def test_adam_defaults_are_read_from_the_optimizer():
+    opt = osv.adam(0.1)  # b1=0.9, b2=0.999
+    state, mean = _noisy_stream(opt)
+    d = diagnostics(state, opt, max_coordinates=None)
+    explicit = diagnostics(state, b1=0.9, b2=0.999, max_coordinates=None)
+    assert {k: float(v) for k, v in d.items()} == {k: float(v) for k, v in explicit.items()}
+    # the float64 numpy oracle, with Adam's decays
+    expected, _, _ = _numpy_stats(state, 0.9, 0.999)
+    for key, want in expected.items():
+        np.testing.assert_allclose(float(d[key]), want, rtol=2e-5, atol=1e-6, err_msg=key)
+    # seen: gamma_mean 0.515, sign_agreement 0.832; the momentum's sign is right for
+    # 81.9% of the coordinates. The restated b2 = b1 = 0.9 gave 0.877 and 0.961.
+    agree = float(np.mean(np.sign(np.asarray(_inner(state).mu)) == np.sign(mean)))
+    assert agree == pytest.approx(0.82, abs=0.02)
+    assert float(d["sign_agreement"]) == pytest.approx(agree, abs=0.03)
+    assert float(d["gamma_mean"]) == pytest.approx(0.515, abs=0.01)
+    wrong = diagnostics(state, b1=0.9, b2=0.9, max_coordinates=None)
+    assert float(wrong["sign_agreement"]) > 0.95 and float(wrong["gamma_mean"]) > 0.85
+    # an explicit b1 overrides the record; Adam's b2 stays the record's 0.999
+    assert float(diagnostics(state, opt, b1=0.9)["gamma_mean"]) == float(d["gamma_mean"])
+
+
+def test_bare_state_raises_rather_than_guesses():
+    opt = osv.adam(0.1)
+    state, _ = _run(opt, steps=2)
+    with pytest.raises(ValueError, match="b1 is unknown") as info:
+        diagnostics(state)
+    message = str(info.value)  # the three ways
+    assert "diagnostics(state, opt)" in message and "b1=" in message
+    assert "inject_hyperparams" in message
+    with pytest.raises(ValueError, match="b1 is unknown"):
+        jax.jit(diagnostics)(state)
+    with pytest.raises(ValueError, match="b1 is unknown"):
+        diagnostics(state, b2=0.999)
+    # an explicit b1 alone is Dissecting Adam's one decay (b2 = b1)
+    m_state, _ = _run(osv.m_svag(0.1, beta=0.7))
+    alone = diagnostics(m_state, b1=0.7)
+    both = diagnostics(m_state, b1=0.7, b2=0.7)
+    assert {k: float(v) for k, v in alone.items()} == {k: float(v) for k, v in both.items()}
+
+
+def test_explicit_b1_with_a_one_decay_optimizer_moves_b2_too():
+    opt = osv.m_svag(0.1, beta=0.7)
+    state, _ = _run(opt)
+    got = diagnostics(state, opt, b1=0.8)
+    want = diagnostics(state, b1=0.8, b2=0.8)
+    assert {k: float(v) for k, v in got.items()} == {k: float(v) for k, v in want.items()}
+
+
+@pytest.mark.parametrize(
+    "factory, kwargs, b1, b2",
+    [
+        (osv.adam, {"learning_rate": 0.1, "b1": 0.8, "b2": 0.99}, 0.8, 0.99),
+        (osv.adam, {"learning_rate": 0.1}, 0.9, 0.999),
+        (osv.m_svag, {"learning_rate": 0.1, "beta": 0.7}, 0.7, 0.7),
+        (osv.m_vassd, {"learning_rate": 0.1}, 0.9, 0.9),
+    ],
+    ids=["adam", "adam_defaults", "m_svag_beta", "m_vassd"],
+)
+def test_inject_hyperparams_gives_the_same_as_explicit(factory, kwargs, b1, b2):
+    opt = optax.inject_hyperparams(factory)(**kwargs)
+    state, grads = _run(opt)
+    explicit = diagnostics(state, b1=b1, b2=b2, grads=grads)
+    for got in (diagnostics(state, grads=grads), jax.jit(diagnostics)(state, grads=grads)):
+        assert set(got) == set(explicit)
+        for key in got:
+            # the injected decays are float32 arrays, these Python floats
+            np.testing.assert_allclose(got[key], explicit[key], rtol=2e-5, err_msg=key)
+
+
+def test_injected_b1_without_b2_is_ambiguous():
+    # dissect's b2=None is not a number, so inject_hyperparams keeps b1 only
+    opt = optax.inject_hyperparams(osv.dissect)(learning_rate=0.1, variance_adaptation="optimal")
+    state, _ = _run(opt)
+    with pytest.raises(ValueError, match="b2 is unknown"):
+        diagnostics(state)
+    got = diagnostics(state, b2=0.9)
+    want = diagnostics(state, b1=state.hyperparams["b1"], b2=0.9)
+    assert {k: float(v) for k, v in got.items()} == {k: float(v) for k, v in want.items()}
+
+
+@pytest.mark.parametrize("name", ["adabound", "amsbound", "adaboundw", "amsboundw"])
+def test_adabound_family_gives_bounds_statistics_without_restating(name):
+    opt = make(name)
+    state, _ = _run(opt, steps=4)
+    d = diagnostics(state, opt)
+    assert set(d) == STAT_KEYS | BOUND_KEYS
+    final_lr = 1e-2  # the registry's, with learning_rate 1e-2: f_t = 1e-2
+    t = 4
+    assert float(d["lower_bound"]) == pytest.approx(final_lr * (1 - 1 / (1e-3 * t + 1)), rel=1e-5)
+    assert float(d["upper_bound"]) == pytest.approx(final_lr * (1 + 1 / (1e-3 * t)), rel=1e-5)
+    restated = diagnostics(
+        state, b1=0.9, b2=0.999, eps=1e-8, bounds=osv.Bounds(final_lr, 1e-3), learning_rate=1e-2
+    )
+    assert {k: float(v) for k, v in restated.items()} == {k: float(v) for k, v in d.items()}
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"b1": 1.0}, "b1"),
+        ({"b1": -0.1}, "b1"),
+        ({"b1": 0.9, "b2": 1.5}, "b2"),
+        ({"beta": 1.0}, "b1"),  # the old spelling, named by the new
+        ({"b1": 0.9, "eps": -1e-8, "bounds": osv.Bounds(), "learning_rate": 0.1}, "eps"),
+        ({"b1": 0.9, "bounds": osv.Bounds(0.1, 1.5), "learning_rate": 0.1}, "gamma"),
+        ({"b1": 0.9, "bounds": {"final_lr": 0.1, "gamma": -0.1}, "learning_rate": 0.1}, "gamma"),
+        ({"b1": 0.9, "bounds": osv.Bounds(-0.1, 1e-3), "learning_rate": 0.1}, "final_lr"),
+        ({"b1": 0.9, "bounds": osv.Bounds(), "learning_rate": -0.1}, "learning_rate"),
+    ],
+)
+def test_invalid_hyperparameters_raise_naming_them(kwargs, name):
+    state, _ = _run(osv.adabound(1e-2), steps=2)
+    with pytest.warns(DeprecationWarning) if "beta" in kwargs else contextlib.nullcontext():
+        with pytest.raises(ValueError, match=f"{name} must be in"):
+            diagnostics(state, **kwargs)
+
+
+def test_injected_values_are_checked_when_concrete():
+    opt = optax.inject_hyperparams(osv.adabound)(learning_rate=1e-2)
+    state, _ = _run(opt, steps=2)
+    for key, value in [("b1", 1.0), ("b2", -0.5), ("gamma", -0.1), ("final_lr", -1.0)]:
+        bad = state._replace(hyperparams={**state.hyperparams, key: jnp.asarray(value)})
+        with pytest.raises(ValueError, match=f"{key} must be in"):
+            diagnostics(bad)
+        # traced (under jit) they cannot be checked in Python: no error
+        assert set(jax.jit(diagnostics)(bad)) == STAT_KEYS | BOUND_KEYS
+
+
+def test_traced_hyperparameters_are_not_checked():
+    state, _ = _run(osv.m_svag(0.1), steps=2)
+    # a traced b1 cannot be checked in Python: no error (the numbers are what they are)
+    d = jax.jit(lambda s, b: diagnostics(s, b1=b))(state, jnp.float32(1.0))
+    assert set(d) == STAT_KEYS
+
+
+def test_optimizer_not_of_the_package():
+    params = _params()
+    state = osv.adam(0.1).init(params)
+    for opt in (optax.adam(0.1), optax.chain(optax.clip(1.0), osv.adam(0.1))):
+        with pytest.raises(ValueError, match="not one of optax_signvar's") as info:
+            diagnostics(state, opt)
+        assert "b1=" in str(info.value) and "the package's optimizer itself" in str(info.value)
+    with pytest.raises(TypeError, match="optimizer must be"):
+        diagnostics(state, 0.9)  # pyright: ignore[reportArgumentType]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_named_optimizer_records_its_hyperparameters(name):
+    opt = make(name)
+    record = _hyperparams.lookup(opt)
+    assert record is not None
+    rms = record.dissection.normalization == "rms"
+    assert record.b1 == 0.9 and record.b2 == (0.999 if rms else 0.9)
+    assert (record.bounds is not None) == ("bound" in name)
+    assert record.learning_rate == OPTIMIZERS[name].kwargs["learning_rate"]
+
+
+@pytest.mark.parametrize("point", dissect_points(), ids=point_id)
+def test_dissect_and_scale_by_dissection_record(point):
+    opt = osv.dissect(0.1, b1=0.8, **point)
+    record = _hyperparams.lookup(opt)
+    assert record is not None and record.dissection == osv.Dissection(**point)
+    want_b2 = 0.999 if point["normalization"] == "rms" else 0.8
+    assert (record.b1, record.b2, record.eps, record.learning_rate) == (0.8, want_b2, 1e-8, 0.1)
+    # the inner transformation carries it too; a re-wrap that keeps update keeps it
+    core = osv.scale_by_dissection(osv.Dissection(**point), learning_rate=0.1, b1=0.8)
+    assert _hyperparams.lookup(core) == record
+    assert _hyperparams.lookup(optax.GradientTransformation(core.init, core.update)) == record
+
+
+def test_scale_by_transformations_record():
+    cases = {
+        "scale_by_adam": (osv.scale_by_adam(), 0.9, 0.999),
+        "scale_by_m_svag": (osv.scale_by_m_svag(0.7), 0.7, 0.7),
+        "scale_by_sign_momentum": (osv.scale_by_sign_momentum(0.5), 0.5, 0.5),
+        "scale_by_adabound": (osv.scale_by_adabound(1e-2), 0.9, 0.999),
+    }
+    for name, (tx, b1, b2) in cases.items():
+        record = _hyperparams.lookup(tx)
+        assert record is not None, name
+        assert (record.b1, record.b2) == (b1, b2), name
+    assert _hyperparams.lookup(osv.scale_by_adabound(1e-2)).bounds == osv.Bounds()  # pyright: ignore[reportOptionalMemberAccess]
+    assert _hyperparams.lookup(optax.adam(0.1)) is None
 
 
 def test_example_runs(capsys):

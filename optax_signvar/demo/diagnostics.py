@@ -49,8 +49,11 @@ COLUMNS = {  # key of the diagnostics -> column header
 }
 
 
-def make_step(opt: optax.GradientTransformation, beta: float) -> Callable[..., Any]:
-    """One jitted training step that also returns the loss and the state's diagnostics."""
+def make_step(opt: optax.GradientTransformation) -> Callable[..., Any]:
+    """One jitted training step that also returns the loss and the state's diagnostics.
+
+    ``opt`` is one of the package's optimizers: the diagnostics read its decay from it.
+    """
 
     @jax.jit
     def step(params: Any, state: Any, x: jax.Array, y: jax.Array) -> tuple[Any, ...]:
@@ -61,7 +64,7 @@ def make_step(opt: optax.GradientTransformation, beta: float) -> Callable[..., A
             optax.apply_updates(params, updates),
             state,
             loss,
-            diagnostics(state, b1=beta, grads=grads),
+            diagnostics(state, opt, grads=grads),
         )
 
     return step
@@ -97,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[float]]:
     params = init_mlp(jax.random.key(args.seed))
     opt = osv.m_svag(args.lr, beta=args.beta)
     state = opt.init(params)
-    step = make_step(opt, args.beta)
+    step = make_step(opt)
     rng = np.random.default_rng(args.seed)
     batches = [rng.choice(x_tr.shape[0], args.batch_size, replace=False) for _ in range(args.steps)]
 
