@@ -17,31 +17,46 @@ Three families, each pure JAX (jit- and vmap-able) with a loss that plugs into
   find :math:`w \propto \operatorname{sign}(X^\top y)`: :func:`wilson_data`,
   :func:`least_squares_loss` and :func:`sign_accuracy`.
 
-**Noise convention of the quadratics (our reading).** The stochastic gradient
-is :math:`g = \nabla f(x) + \varepsilon`, :math:`\varepsilon \sim \mathcal
-N(0, \Sigma)`, with ``noise`` :math:`\nu` a *variance* scale and two models
-(:func:`stochastic_quadratic`'s ``noise_model``):
+**Noise models of the quadratics.** The stochastic gradient is :math:`g =
+\nabla f(x) + \varepsilon`, :math:`\varepsilon \sim \mathcal N(0, \Sigma)`,
+with three models (:func:`stochastic_quadratic`'s ``noise_model``):
 
-* ``"hessian"`` (the default): :math:`\Sigma = \nu Q`, noise shaped like the
-  Hessian, as the gradient noise of least squares near its optimum (the
-  covariance of the per-sample gradients is :math:`\approx` the Hessian
-  times the residual variance). Axis-aligned problems then have a diagonal
-  :math:`\Sigma`, rotated ones a full one.
-* ``"isotropic"``: :math:`\Sigma = \nu I`, the same in every coordinate
-  system. With it, in the noise-dominated regime the expected improvement of
+* ``"data"`` (the default): the paper's sQP (sec. 2). Its text reads:
+  "Consider the loss function :math:`\ell(\theta; x) = 0.5(\theta - x)^T
+  Q(\theta - x)` [...] and “data” coming from the distribution :math:`x \sim
+  \mathcal{N}(x^*, \nu^2 I)` with :math:`\nu \in \mathbb{R}_+`", so ``noise``
+  :math:`\nu` is the **standard deviation** of the data and :math:`g = Q(\theta
+  - x) = \nabla f + Q(x^* - x)` has covariance :math:`\Sigma = \nu^2 Q^2`.
+  This is the covariance that eq. (13) needs: SGD's expected improvement
+  :math:`\tfrac12 (\nabla\mathcal L^\top \nabla\mathcal L)^2 / (\nabla
+  \mathcal L^\top Q \nabla\mathcal L + \nu^2 \sum_i \lambda_i^3)` contains
+  :math:`\operatorname{tr}(Q\Sigma) = \nu^2 \operatorname{tr}(Q^3)`. The
+  paper's next sentence, "Stochastic gradients are given by :math:`g(\theta)
+  = Q(\theta - x) \sim \mathcal{N}(\nabla \mathcal{L}(\theta), \nu^2 Q)`",
+  disagrees with both (with :math:`\nu^2 Q`, eq. (13) would have :math:`\nu^2
+  \sum_i \lambda_i^2`); we follow the data model and eq. (13). The paper's
+  objective, eq. (11), adds the constant :math:`\tfrac{\nu^2}2
+  \operatorname{tr}(Q)`; :func:`quadratic_loss` leaves it out (its minimum is
+  0). On an axis-aligned problem coordinate :math:`i`'s gradient is
+  :math:`\lambda_i (e_i + \nu z_i)`, :math:`e = x - x^*`: its sign does not
+  depend on :math:`\lambda_i` at all.
+* ``"hessian"``: :math:`\Sigma = \nu Q`, ``noise`` :math:`\nu` a *variance*
+  scale (the paper's sentence read literally with :math:`\nu` for
+  :math:`\nu^2`; also the gradient noise of least squares near its optimum).
+  The default before the data model.
+* ``"isotropic"``: :math:`\Sigma = \nu I`, ``noise`` :math:`\nu` a *variance*
+  scale. With it, in the noise-dominated regime the expected improvement of
   sign descent is :math:`2/\pi` times SGD's for *every* axis-aligned
   :math:`Q` (both are :math:`\propto (\sum_i \lambda_i^2 e_i^2)^2 / (\nu
-  \sum_i \lambda_i)`, :math:`e = x - x^*`): sign descent can win only in
-  the signal-dominated transient, never near the noise floor, contrary to
-  the paper's Fig. 2.
+  \sum_i \lambda_i)`): sign descent can win only in the signal-dominated
+  transient, never near the noise floor.
 
-The paper names the noise levels (0, 0.1, 4.0) but we could not confirm from
-the text available to us whether they are variances or standard deviations,
-nor the covariance; :math:`\Sigma = \nu Q` is our reading: with it sign
-descent wins the noisy, ill-conditioned, axis-aligned problems and loses the
-rotated ones, as in the paper, which the isotropic model cannot give (it also
-lets sign descent win the noisy well-conditioned axis-aligned problems, see
-``benchmarks/reproduce/sqp.py``). The isotropic model is kept for comparison.
+Whatever the model, a :class:`StochasticQuadratic` stores the variance scale
+(:math:`\nu^2` for ``"data"``) and a factor :math:`F` with :math:`\Sigma = F
+\operatorname{diag}(\text{noise}) F^\top`; every formula downstream
+(:func:`noisy_gradient`, :func:`noise_covariance`,
+:func:`optimal_local_step`) is written in :math:`F` and ``noise`` only.
+``benchmarks/reproduce/sqp.py`` runs Fig. 2 under all three.
 """
 
 from __future__ import annotations
@@ -92,8 +107,10 @@ class StochasticQuadratic(NamedTuple):
     Attributes:
       hessian: :math:`Q`, symmetric positive semi-definite, shape ``(d, d)``.
       optimum: :math:`x^*`, shape ``(d,)``.
-      noise: :math:`\nu`, the noise variance (scale), a scalar or shape
-        ``(d,)`` (see the module's note on this convention).
+      noise: the noise *variance* scale, a scalar or shape ``(d,)``:
+        :math:`\nu^2` for :func:`stochastic_quadratic`'s ``"data"`` noise (whose
+        argument ``noise`` :math:`\nu` is a standard deviation), :math:`\nu` for
+        its ``"hessian"`` and ``"isotropic"`` noise (see the module's note).
       noise_factor: :math:`F`, a square root of the noise covariance's shape:
         ``None`` (the default; :math:`F = I`, so :math:`\Sigma =
         \operatorname{diag}(\nu)`: isotropic noise for a scalar :math:`\nu`),
@@ -102,9 +119,10 @@ class StochasticQuadratic(NamedTuple):
         full :math:`\Sigma`). Its shape, not its values, decides what
         :func:`optimal_local_step` computes in closed form (see
         :func:`optimal_local_step_terms`). :func:`stochastic_quadratic`'s
-        ``"hessian"`` noise stores :math:`F = R \operatorname{diag}(\sqrt
-        \lambda)` (:math:`\Sigma = \nu Q`), as the vector :math:`\sqrt\lambda`
-        when :math:`R = I`.
+        ``"data"`` noise stores :math:`F = R \operatorname{diag}(\lambda) = QR`
+        (:math:`\Sigma = \nu^2 Q^2`), its ``"hessian"`` noise :math:`F = R
+        \operatorname{diag}(\sqrt \lambda)` (:math:`\Sigma = \nu Q`), each as a
+        vector when :math:`R = I`.
     """
 
     hessian: jax.Array
@@ -151,15 +169,20 @@ def noise_covariance(problem: StochasticQuadratic) -> jax.Array:
       problem: a :class:`StochasticQuadratic` (one problem, not a batch).
 
     Returns:
-      :math:`\Sigma`, shape ``(d, d)``: :math:`\nu Q` for
-      :func:`stochastic_quadratic`'s ``"hessian"`` noise, :math:`\nu I` for
-      its ``"isotropic"`` noise.
+      :math:`\Sigma`, shape ``(d, d)``: :math:`\nu^2 Q^2` for
+      :func:`stochastic_quadratic`'s ``"data"`` noise (:math:`\nu` a standard
+      deviation), :math:`\nu Q` for its ``"hessian"`` noise and :math:`\nu I`
+      for its ``"isotropic"`` noise (:math:`\nu` a variance scale).
 
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from optax_signvar.research import problems
       >>> prob = problems.stochastic_quadratic(jax.random.key(0), 4, "b", True, 0.1)
-      >>> bool(jnp.allclose(problems.noise_covariance(prob), 0.1 * prob.hessian, atol=1e-5))
+      >>> q = prob.hessian
+      >>> bool(jnp.allclose(problems.noise_covariance(prob), 0.1**2 * q @ q, atol=1e-3))
+      True
+      >>> hess = problems.stochastic_quadratic(jax.random.key(0), 4, "b", True, 0.1, "hessian")
+      >>> bool(jnp.allclose(problems.noise_covariance(hess), 0.1 * q, atol=1e-5))
       True
 
     References:
@@ -246,7 +269,7 @@ def stochastic_quadratic(
     spectrum: str = "a",
     rotated: bool = False,
     noise: float | jax.Array = 0.0,
-    noise_model: str = "hessian",
+    noise_model: str = "data",
 ) -> StochasticQuadratic:
     r"""Draws a stochastic quadratic problem of Dissecting Adam's Fig. 2.
 
@@ -256,26 +279,41 @@ def stochastic_quadratic(
       g = Q(x - x^*) + \varepsilon,\ \varepsilon \sim \mathcal N(0, \Sigma),
 
     with :math:`\lambda` from :func:`quadratic_spectrum`, :math:`R = I`
-    (axis-aligned) or :func:`haar_rotation` (rotated), and :math:`\Sigma = \nu
-    Q` (``noise_model="hessian"``, our reading of the paper, see the module's
-    note) or :math:`\Sigma = \nu I` (``"isotropic"``). The Hessian-shaped noise
-    is sampled exactly as :math:`\varepsilon = R \operatorname{diag}(\sqrt{\nu
-    \lambda})\, z` from the stored factor :math:`R \operatorname{diag}
-    (\sqrt\lambda)` (the vector :math:`\sqrt\lambda` when axis-aligned: a
-    diagonal :math:`\Sigma`).
+    (axis-aligned) or :func:`haar_rotation` (rotated; Haar on the orthogonal
+    group, which gives the same distribution of :math:`Q` as the paper's
+    uniform rotation, since flipping a column of :math:`R` leaves :math:`Q`
+    unchanged), and
+
+    * ``noise_model="data"`` (the default, the paper's sQP): :math:`g = Q(x -
+      \xi)` with data :math:`\xi \sim \mathcal N(x^*, \nu^2 I)`, so
+      :math:`\Sigma = \nu^2 Q^2`; ``noise`` :math:`\nu` is the data's
+      **standard deviation** (the paper's :math:`\nu \in \{0, 0.1, 4\}`).
+      Sampled exactly as :math:`\varepsilon = R \operatorname{diag}(\nu
+      \lambda)\, z` from the stored factor :math:`R \operatorname{diag}
+      (\lambda)` and variance scale :math:`\nu^2`.
+    * ``"hessian"``: :math:`\Sigma = \nu Q`, ``noise`` :math:`\nu` a
+      **variance** scale; factor :math:`R \operatorname{diag}(\sqrt\lambda)`.
+    * ``"isotropic"``: :math:`\Sigma = \nu I`, ``noise`` :math:`\nu` a
+      **variance** scale; no factor.
+
+    Stored factors are vectors when axis-aligned (a diagonal :math:`\Sigma`,
+    closed-form oracle) and matrices when rotated (see the module's note).
 
     Args:
       key: a JAX random key (eigenvalues, rotation and optimum; the same for
-        both noise models).
+        every noise model).
       dim: the dimension :math:`d` (static).
       spectrum: ``"a"`` or ``"b"`` (see :func:`quadratic_spectrum`).
       rotated: a random rotation (True) or the identity (False).
-      noise: :math:`\nu`, the variance scale of the gradient noise.
-      noise_model: ``"hessian"`` (:math:`\Sigma = \nu Q`) or ``"isotropic"``
-        (:math:`\Sigma = \nu I`, ``noise_factor=None``) (static).
+      noise: :math:`\nu`: the data's standard deviation for ``"data"``, the
+        gradient noise's variance scale for ``"hessian"`` and ``"isotropic"``.
+      noise_model: ``"data"`` (:math:`\Sigma = \nu^2 Q^2`), ``"hessian"``
+        (:math:`\Sigma = \nu Q`) or ``"isotropic"`` (:math:`\Sigma = \nu I`,
+        ``noise_factor=None``) (static).
 
     Returns:
-      A :class:`StochasticQuadratic`.
+      A :class:`StochasticQuadratic` (its ``noise`` field is the variance
+      scale: :math:`\nu^2` for ``"data"``).
 
     Example:
       >>> import jax
@@ -283,21 +321,22 @@ def stochastic_quadratic(
       >>> prob = problems.stochastic_quadratic(jax.random.key(0), 10, "b", noise=0.1)
       >>> prob.hessian.shape, float(problems.p_diag(prob.hessian))
       ((10, 10), 1.0)
-      >>> prob.noise_factor.shape  # sqrt(lambda): Sigma = 0.1 Q, diagonal
-      (10,)
+      >>> prob.noise_factor.shape, round(float(prob.noise), 6)  # lambda, nu^2: Sigma = 0.01 Q^2
+      ((10,), 0.01)
       >>> rot = problems.stochastic_quadratic(jax.random.key(0), 10, "b", True, 0.1)
-      >>> rot.noise_factor.shape  # R diag(sqrt(lambda)): a full Sigma = 0.1 Q
+      >>> rot.noise_factor.shape  # R diag(lambda): a full Sigma = 0.01 Q^2
       (10, 10)
 
     References:
       Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
       Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, sec. 2.2 and Fig. 2, 2018.
     """
-    if noise_model not in ("hessian", "isotropic"):
-        raise ValueError(f'noise_model must be "hessian" or "isotropic", got {noise_model!r}.')
+    if noise_model not in _NOISE_MODELS:
+        raise ValueError(f"noise_model must be one of {_NOISE_MODELS}, got {noise_model!r}.")
     k_spec, k_rot, k_opt = jax.random.split(key, 3)
     lam = quadratic_spectrum(k_spec, dim, spectrum)
-    root = jnp.sqrt(lam)
+    # Sigma = F diag(scale) F^T: data nu^2 (R lam)(R lam)^T = nu^2 Q^2, hessian nu Q
+    root = lam if noise_model == "data" else jnp.sqrt(lam)
     if rotated:
         r = haar_rotation(k_rot, dim)
         hessian = (r * lam) @ r.T
@@ -307,12 +346,16 @@ def stochastic_quadratic(
         hessian = jnp.diag(lam)
         factor = root
     optimum = jax.random.normal(k_opt, (dim,))
+    nu = jnp.asarray(noise, hessian.dtype)
     return StochasticQuadratic(
         hessian,
         optimum,
-        jnp.asarray(noise, hessian.dtype),
-        factor if noise_model == "hessian" else None,
+        nu**2 if noise_model == "data" else nu,
+        None if noise_model == "isotropic" else factor,
     )
+
+
+_NOISE_MODELS = ("data", "hessian", "isotropic")
 
 
 def quadratic_loss(problem: StochasticQuadratic, x: jax.Array) -> jax.Array:
@@ -523,19 +566,31 @@ def optimal_local_step(
     * ``direction="raw"`` (SGD, :math:`p = g`), **closed form** for any
       :math:`\Sigma`: :math:`\mathbb E[p] = \nabla f`, :math:`\mathbb
       E[p^\top Q p] = \nabla f^\top Q \nabla f + \operatorname{tr}(Q\Sigma)`
-      (:math:`\nu \operatorname{tr}(Q^2)` for Hessian-shaped noise,
-      :math:`\nu \operatorname{tr} Q` for isotropic noise).
+      (:math:`\nu^2 \operatorname{tr}(Q^3) = \nu^2 \sum_i \lambda_i^3` for the
+      paper's data noise, so the improvement is its eq. (13), :math:`\nu
+      \operatorname{tr}(Q^2)` for Hessian-shaped noise, :math:`\nu
+      \operatorname{tr} Q` for isotropic noise).
     * ``direction="sign"`` (SSD, :math:`p = \operatorname{sign}(g)`):
       :math:`\mathbb E[p_i] = \operatorname{erf}(\nabla_i f / \sqrt{2
       \Sigma_{ii}})` and :math:`\mathbb E[p_i^2] = 1` are **closed form** for
       any Gaussian noise, and :math:`\mathbb E[p^\top Q p] = \mathbb E[p]^\top
       Q\, \mathbb E[p] + \sum_i q_{ii} \operatorname{Var}(p_i) + \sum_{i \neq
       j} q_{ij} \operatorname{Cov}(p_i, p_j)`. With a diagonal :math:`\Sigma`
-      (``noise_factor`` ``None`` or a vector: isotropic noise, or
+      (``noise_factor`` ``None`` or a vector: isotropic noise, or data or
       Hessian-shaped noise on an axis-aligned problem) the signs are
       independent, the covariances vanish and everything is **closed form**.
-      With a full :math:`\Sigma` (``noise_factor`` a matrix: Hessian-shaped
-      noise on a rotated problem) :math:`\operatorname{Cov}(p_i, p_j)` needs
+      For the data noise on :math:`Q = \operatorname{diag}(\lambda)`,
+      :math:`\Sigma_{ii} = \nu^2 \lambda_i^2`, so :math:`\mathbb E[p_i] =
+      \operatorname{erf}(e_i / (\sqrt2 \nu))`, :math:`e = x - x^*`, and
+      :math:`\mathbb E[p^\top Q p] = \operatorname{tr} Q` (for :math:`\nu >
+      0`): the improvement :math:`(\sum_i \lambda_i |e_i|
+      \operatorname{erf}(|e_i| / (\sqrt2 \nu)))^2 / (2 \sum_i \lambda_i)` is
+      the paper's bound (14) with :math:`p_{\text{diag}} = 1`, attained
+      (:math:`2\rho_i - 1 = \operatorname{erf}(|\nabla_i f| / \sqrt{2
+      \Sigma_{ii}})`). With a full :math:`\Sigma` (``noise_factor`` a matrix:
+      data or Hessian-shaped noise on a rotated problem, where
+      :math:`\Sigma_{ii} = \nu^2 (Q^2)_{ii}` resp. :math:`\nu q_{ii}`)
+      :math:`\operatorname{Cov}(p_i, p_j)` needs
       bivariate normal orthant probabilities with nonzero means, which have
       no closed form: the pairwise sum is a **Monte Carlo** estimate from
       ``num_samples`` sampled signs, :math:`\frac1K \sum_k (p^{(k)} - \mathbb
