@@ -252,6 +252,94 @@ def sweep(
       ([10, 20], (4, 2))
     """
     static = dict(static or {})
+    plan = _plan(grid, seeds, static, data, steps, batch_size, eval_every, checkpoint_every, until)
+    runs = len(plan.run_seeds)
+    first = {k: plan.run_hps[0][k] for k in plan.names}
+    opt = optax.inject_hyperparams(optimizer_factory)(**static, **first)
+    seeds_arr = jnp.asarray(plan.run_seeds, jnp.uint32)
+    hp_arr = {k: jnp.asarray([h[k] for h in plan.run_hps], jnp.float32) for k in plan.names}
+    arrays = tuple(jnp.asarray(a) for a in data)
+    arrays, seeds_arr, hp_arr, run_sharding = _place(shard, runs, arrays, seeds_arr, hp_arr)
+    init_run, chunk_run, evaluate = _program(opt, plan, init_fn, loss_fn, eval_fn, arrays)
+
+    # the shapes first: the configuration check and the compilation need no memory
+    abstract = jax.eval_shape(jax.vmap(init_run), seeds_arr, hp_arr)
+    if run_sharding is not None:
+        abstract = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=run_sharding), abstract
+        )
+    metrics = list(jax.eval_shape(lambda p: evaluate(jax.tree.map(lambda a: a[0], p)), abstract[0]))
+    curves = {
+        "train_loss": np.full((runs, len(plan.evals)), np.nan, np.float32),
+        "test": {k: np.full((runs, len(plan.evals)), np.nan, np.float32) for k in metrics},
+    }
+    config = None
+    if checkpoint_dir is not None:
+        identity = (optimizer_factory, init_fn, loss_fn, eval_fn, static, grid)
+        config = _checked_config(os.fspath(checkpoint_dir), identity, plan, arrays, abstract)
+
+    t_compile = time.perf_counter()
+    compiled = _compile(chunk_run, plan.evals, seeds_arr, abstract)
+    t_compile = time.perf_counter() - t_compile
+    _memory_guard(compiled, arrays, abstract, runs, shard, memory_limit_bytes)
+
+    done, params, state, curves = _start(
+        checkpoint_dir, abstract, curves, plan.evals, run_sharding, init_run, seeds_arr, hp_arr
+    )
+    stop = len(plan.evals) if until is None else plan.evals.index(until) + 1
+    bar = _progress_bar(progress, len(plan.evals), done, runs)
+    t_train = time.perf_counter()
+    try:
+        for j in range(done, stop):
+            start = plan.evals[j - 1] if j else 0
+            run_chunk = compiled[plan.evals[j] - start]
+            params, state, tl, ev = run_chunk(seeds_arr, params, state, jnp.int32(start))
+            curves["train_loss"][:, j] = np.asarray(tl)
+            for k in metrics:
+                curves["test"][k][:, j] = np.asarray(ev[k])
+            if bar is not None:
+                bar.update(1)
+            if checkpoint_dir is not None and ((j + 1) % checkpoint_every == 0 or j + 1 == stop):
+                _save(os.fspath(checkpoint_dir), config, plan.evals[j], params, state, curves)
+    finally:
+        if bar is not None:
+            bar.close()
+    t_train = time.perf_counter() - t_train
+
+    return SweepResult(
+        names=plan.names,
+        hyperparams=[{k: float(v) for k, v in h.items()} for h in plan.run_hps],
+        seeds=plan.run_seeds,
+        steps=np.asarray(plan.evals[:stop], np.int64),
+        train_loss=curves["train_loss"][:, :stop].astype(np.float64),
+        test={k: v[:, :stop].astype(np.float64) for k, v in curves["test"].items()},
+        complete=stop == len(plan.evals),
+        params=params,
+        seconds={"compile": t_compile, "train": t_train},
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """The runs of a sweep (grid major, seeds minor) and its evaluation steps."""
+
+    names: list[str]
+    run_hps: list[dict[str, float]]
+    run_seeds: list[int]
+    seeds: list[int]
+    steps: int
+    batch_size: int
+    eval_every: int
+    evals: list[int]
+    num_train: int
+
+    @property
+    def per_epoch(self) -> int:
+        return self.num_train // self.batch_size
+
+
+def _plan(grid, seeds, static, data, steps, batch_size, eval_every, checkpoint_every, until):
+    """The sweep's arguments, checked, as a :class:`_Plan`."""
     names = list(grid)
     points = list(itertools.product(*(list(grid[k]) for k in names)))
     seeds = [int(s) for s in seeds]
@@ -261,23 +349,25 @@ def sweep(
         raise ValueError("steps, batch_size, eval_every and checkpoint_every must be positive.")
     if overlap := set(names) & set(static):
         raise ValueError(f"{sorted(overlap)} are both in grid and static.")
-    x_train, y_train, x_test, y_test = (jnp.asarray(a) for a in data)
-    num_train = int(x_train.shape[0])
-    if y_train.shape[0] != num_train or x_test.shape[0] != y_test.shape[0]:
+    x_train, y_train, x_test, y_test = data
+    num_train = int(np.shape(x_train)[0])
+    if np.shape(y_train)[0] != num_train or np.shape(x_test)[0] != np.shape(y_test)[0]:
         raise ValueError("x and y of a split need the same number of examples.")
     if batch_size > num_train:
         raise ValueError(f"batch_size={batch_size} exceeds the {num_train} training examples.")
-    per_epoch = num_train // batch_size
     evals = list(range(eval_every, steps, eval_every)) + [steps]
     if until is not None and until not in evals:
         raise ValueError(f"until={until} must be one of the evaluation steps {evals[:5]}...")
-
     run_hps = [dict(zip(names, p, strict=True)) for p in points for _ in seeds]
     run_seeds = [s for _ in points for s in seeds]
-    runs = len(run_seeds)
+    return _Plan(names, run_hps, run_seeds, seeds, steps, batch_size, eval_every, evals, num_train)
 
-    first = {k: v[0] for k, v in zip(names, zip(*points, strict=True), strict=True)}
-    opt = optax.inject_hyperparams(optimizer_factory)(**static, **first)
+
+def _program(opt, plan: _Plan, init_fn, loss_fn, eval_fn, arrays):
+    """``init_run(seed, hp)``, ``chunk_run(seed, params, state, start, length)`` and
+    ``evaluate(params)`` of one run (to be vmapped over runs)."""
+    x_train, y_train, x_test, y_test = arrays
+    per_epoch, batch_size = plan.per_epoch, plan.batch_size
 
     def evaluate(params):
         if eval_fn is None:
@@ -290,7 +380,7 @@ def sweep(
         params = init_fn(init_key)
         state: Any = opt.init(params)
         hyper = dict(state.hyperparams)
-        for k in names:
+        for k in plan.names:
             hyper[k] = hp[k].astype(hyper[k].dtype)
         return params, state._replace(hyperparams=hyper)
 
@@ -299,7 +389,8 @@ def sweep(
 
         def step(carry, t):
             params, state = carry
-            perm = jax.random.permutation(jax.random.fold_in(data_key, t // per_epoch), num_train)
+            order = jax.random.fold_in(data_key, t // per_epoch)
+            perm = jax.random.permutation(order, plan.num_train)
             idx = jax.lax.dynamic_slice_in_dim(perm, (t % per_epoch) * batch_size, batch_size)
             loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx], y_train[idx])
             updates, state = opt.update(grads, state, params)
@@ -309,79 +400,74 @@ def sweep(
         (params, state), losses = jax.lax.scan(step, (params, state), ts)
         return params, state, jnp.mean(losses), evaluate(params)
 
-    seeds_arr = jnp.asarray(run_seeds, jnp.uint32)
-    hp_arr = {k: jnp.asarray([h[k] for h in run_hps], jnp.float32) for k in names}
+    return init_run, chunk_run, evaluate
 
-    run_sharding = None
-    if shard:
-        devices = jax.local_devices()
-        if runs % len(devices):
+
+def _place(shard: bool, runs: int, arrays, seeds_arr, hp_arr):
+    """With ``shard``, the runs on a 1-D mesh of the local devices and the data replicated."""
+    if not shard:
+        return arrays, seeds_arr, hp_arr, None
+    devices = jax.local_devices()
+    if runs % len(devices):
+        raise ValueError(
+            f"shard=True needs the number of runs ({runs}) to be a multiple of the "
+            f"number of local devices ({len(devices)})."
+        )
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",))
+    run_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    arrays = jax.device_put(arrays, replicated)
+    seeds_arr, hp_arr = jax.device_put((seeds_arr, hp_arr), run_sharding)
+    return arrays, seeds_arr, hp_arr, run_sharding
+
+
+def _checked_config(checkpoint_dir: str, identity, plan: _Plan, arrays, abstract) -> dict:
+    """The sweep's configuration (with its hash); refuses a checkpoint of another one."""
+    optimizer_factory, init_fn, loss_fn, eval_fn, static, grid = identity
+    config: dict[str, Any] = {
+        "factory": _name(optimizer_factory),
+        "init_fn": _name(init_fn),
+        "loss_fn": _name(loss_fn),
+        "eval_fn": _name(eval_fn),
+        "static": {k: repr(v) for k, v in sorted(static.items())},
+        "grid": {k: [float(v) for v in grid[k]] for k in plan.names},
+        "seeds": plan.seeds,
+        "steps": plan.steps,
+        "batch_size": plan.batch_size,
+        "eval_every": plan.eval_every,
+        "data_sha256": _digest(arrays),
+        "params": repr(jax.tree.map(lambda a: (a.shape, str(a.dtype)), abstract[0])),
+        "opt_state": repr(jax.tree.structure(abstract[1])),
+    }
+    config["hash"] = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    config_path = os.path.join(checkpoint_dir, _CONFIG_FILE)
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            old = json.load(f)
+        if old.get("hash") != config["hash"]:
+            diff = sorted(k for k in {**old, **config} if old.get(k) != config.get(k))
+            diff = [k for k in diff if k != "hash"] or ["hash"]
             raise ValueError(
-                f"shard=True needs the number of runs ({runs}) to be a multiple of the "
-                f"number of local devices ({len(devices)})."
+                f"{checkpoint_dir} holds a sweep of another configuration (differing: "
+                f"{', '.join(diff)}); use another checkpoint_dir or delete it."
             )
-        mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",))
-        run_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
-        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        x_train, y_train, x_test, y_test = jax.device_put(
-            (x_train, y_train, x_test, y_test), replicated
-        )
-        seeds_arr, hp_arr = jax.device_put((seeds_arr, hp_arr), run_sharding)
+    return config
 
-    # the shapes first: the configuration check and the compilation need no memory
-    abstract = jax.eval_shape(jax.vmap(init_run), seeds_arr, hp_arr)
-    if run_sharding is not None:
-        abstract = jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=run_sharding), abstract
-        )
-    metrics = list(jax.eval_shape(lambda p: evaluate(jax.tree.map(lambda a: a[0], p)), abstract[0]))
-    train_curve = np.full((runs, len(evals)), np.nan, np.float32)
-    test_curves = {k: np.full((runs, len(evals)), np.nan, np.float32) for k in metrics}
-    done = 0  # evaluations done
 
-    ckpt_path: str | None = None
-    config: dict[str, Any] | None = None
-    if checkpoint_dir is not None:
-        ckpt_path = os.path.join(checkpoint_dir, _STATE_DIR)
-        config = {
-            "factory": _name(optimizer_factory),
-            "init_fn": _name(init_fn),
-            "loss_fn": _name(loss_fn),
-            "eval_fn": _name(eval_fn),
-            "static": {k: repr(v) for k, v in sorted(static.items())},
-            "grid": {k: [float(v) for v in grid[k]] for k in names},
-            "seeds": seeds,
-            "steps": steps,
-            "batch_size": batch_size,
-            "eval_every": eval_every,
-            "data_sha256": _digest((x_train, y_train, x_test, y_test)),
-            "params": repr(jax.tree.map(lambda a: (a.shape, str(a.dtype)), abstract[0])),
-            "opt_state": repr(jax.tree.structure(abstract[1])),
-        }
-        config["hash"] = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-        config_path = os.path.join(checkpoint_dir, _CONFIG_FILE)
-        if os.path.exists(config_path):
-            with open(config_path) as f:
-                old = json.load(f)
-            if old.get("hash") != config["hash"]:
-                diff = sorted(k for k in {**old, **config} if old.get(k) != config.get(k))
-                diff = [k for k in diff if k != "hash"] or ["hash"]
-                raise ValueError(
-                    f"{checkpoint_dir} holds a sweep of another configuration (differing: "
-                    f"{', '.join(diff)}); use another checkpoint_dir or delete it."
-                )
+def _compile(chunk_run, evals: list[int], seeds_arr, abstract) -> dict[int, Any]:
+    """One compiled, vmapped program per chunk length between two evaluations."""
 
     def compile_chunk(length):
         f = jax.jit(jax.vmap(lambda s, p, o, t: chunk_run(s, p, o, t, length), (0, 0, 0, None)))
         return f.lower(seeds_arr, *abstract, jnp.int32(0)).compile()
 
-    t_compile = time.perf_counter()
     lengths = sorted({b - a for a, b in zip([0, *evals[:-1]], evals, strict=True)})
-    compiled = {n: compile_chunk(n) for n in lengths}
-    t_compile = time.perf_counter() - t_compile
+    return {n: compile_chunk(n) for n in lengths}
 
-    # -- memory guard: the compiled program's own accounting where the backend has it
-    shared = _nbytes((x_train, y_train, x_test, y_test))
+
+def _memory_guard(compiled, arrays, abstract, runs: int, shard: bool, limit: int | None) -> None:
+    """Refuses a sweep whose compiled program would not fit, saying how many runs would."""
+    shared = _nbytes(arrays)
     measured = [_compiled_bytes(c) for c in compiled.values()]
     if all(m is not None for m in measured):
         total = max(m for m in measured if m is not None)
@@ -389,11 +475,8 @@ def sweep(
         total = shared + 3 * _nbytes(abstract[0]) + _nbytes(abstract[1])
     per_run = max(1, (total - shared) // runs)
     ndev = len(jax.local_devices()) if shard else 1
-    limit = (
-        memory_limit_bytes
-        if memory_limit_bytes is not None
-        else _default_memory_limit(jax.local_devices()[0])
-    )
+    if limit is None:
+        limit = _default_memory_limit(jax.local_devices()[0])
     if total > limit:
         fit = max(0, (limit - shared) // per_run) * ndev
         raise ValueError(
@@ -403,87 +486,51 @@ def sweep(
             "Use fewer grid points or seeds, or split the sweep."
         )
 
-    if ckpt_path is not None and os.path.exists(ckpt_path):
-        from optax_signvar.checkpoint import restore_state
 
-        template = {
-            "step": jnp.zeros((), jnp.int32),
-            "params": abstract[0],
-            "opt_state": abstract[1],
-            "train_loss": train_curve,
-            "test": test_curves,
-        }
-        restored = restore_state(ckpt_path, template)
-        done = evals.index(int(restored["step"])) + 1
-        params, state = restored["params"], restored["opt_state"]
-        if run_sharding is not None:
-            params, state = jax.device_put((params, state), run_sharding)
-        train_curve = np.array(restored["train_loss"])
-        test_curves = {k: np.array(v) for k, v in restored["test"].items()}
-    else:
+def _start(checkpoint_dir, abstract, curves, evals, run_sharding, init_run, seeds_arr, hp_arr):
+    """``(evaluations done, params, state, curves)``: from the checkpoint if there is one."""
+    path = None if checkpoint_dir is None else os.path.join(checkpoint_dir, _STATE_DIR)
+    if path is None or not os.path.exists(path):
         params, state = jax.jit(jax.vmap(init_run))(seeds_arr, hp_arr)
+        return 0, params, state, curves
+    from optax_signvar.checkpoint import restore_state
 
-    def save(step):
-        if ckpt_path is None:
-            return
-        from optax_signvar.checkpoint import save_state
+    template = {"step": jnp.zeros((), jnp.int32), "params": abstract[0], "opt_state": abstract[1]}
+    restored = restore_state(path, {**template, **curves})
+    params, state = restored["params"], restored["opt_state"]
+    if run_sharding is not None:
+        params, state = jax.device_put((params, state), run_sharding)
+    curves = {
+        "train_loss": np.array(restored["train_loss"]),
+        "test": {k: np.array(v) for k, v in restored["test"].items()},
+    }
+    return evals.index(int(restored["step"])) + 1, params, state, curves
 
-        assert checkpoint_dir is not None and config is not None
-        os.makedirs(checkpoint_dir, exist_ok=True)
-        config_path = os.path.join(checkpoint_dir, _CONFIG_FILE)
-        if not os.path.exists(config_path):
-            tmp = config_path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(config, f, indent=1)
-            os.replace(tmp, config_path)
-        tree = {
-            "step": jnp.asarray(step, jnp.int32),
-            "params": params,
-            "opt_state": state,
-            "train_loss": train_curve,
-            "test": test_curves,
-        }
-        save_state(ckpt_path, tree, overwrite=True)
 
-    stop = len(evals) if until is None else evals.index(until) + 1
-    bar = None
-    if progress:
-        try:
-            from tqdm.auto import tqdm
+def _save(checkpoint_dir: str, config, step: int, params, state, curves) -> None:
+    """The configuration (once) and ``{step, params, opt_state, curves}``, atomically."""
+    from optax_signvar.checkpoint import save_state
 
-            bar = tqdm(total=len(evals), initial=done, desc=f"sweep ({runs} runs)", unit="eval")
-        except ImportError:
-            bar = None
-    t_train = time.perf_counter()
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    config_path = os.path.join(checkpoint_dir, _CONFIG_FILE)
+    if not os.path.exists(config_path):
+        tmp = config_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(config, f, indent=1)
+        os.replace(tmp, config_path)
+    tree = {"step": jnp.asarray(step, jnp.int32), "params": params, "opt_state": state, **curves}
+    save_state(os.path.join(checkpoint_dir, _STATE_DIR), tree, overwrite=True)
+
+
+def _progress_bar(progress: bool, total: int, done: int, runs: int) -> Any:
+    """A tqdm bar over evaluations, or ``None`` (not asked for, or tqdm missing)."""
+    if not progress:
+        return None
     try:
-        for j in range(done, stop):
-            start = evals[j - 1] if j else 0
-            params, state, tl, ev = compiled[evals[j] - start](
-                seeds_arr, params, state, jnp.int32(start)
-            )
-            train_curve[:, j] = np.asarray(tl)
-            for k in metrics:
-                test_curves[k][:, j] = np.asarray(ev[k])
-            if bar is not None:
-                bar.update(1)
-            if (j + 1) % checkpoint_every == 0 or j + 1 == stop:
-                save(evals[j])
-    finally:
-        if bar is not None:
-            bar.close()
-    t_train = time.perf_counter() - t_train
-
-    return SweepResult(
-        names=names,
-        hyperparams=[{k: float(v) for k, v in h.items()} for h in run_hps],
-        seeds=run_seeds,
-        steps=np.asarray(evals[:stop], np.int64),
-        train_loss=train_curve[:, :stop].astype(np.float64),
-        test={k: v[:, :stop].astype(np.float64) for k, v in test_curves.items()},
-        complete=stop == len(evals),
-        params=params,
-        seconds={"compile": t_compile, "train": t_train},
-    )
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=done, desc=f"sweep ({runs} runs)", unit="eval")
 
 
 def _mlp_problem(num_train: int = 4096, num_test: int = 1024, dim: int = 32, hidden: int = 64):
