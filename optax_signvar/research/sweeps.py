@@ -582,9 +582,6 @@ def benchmark_throughput(
     from optax_signvar import adam
 
     init_fn, loss_fn, eval_fn, data = _mlp_problem()
-    x_train, y_train = data[0], data[1]
-    num_train = x_train.shape[0]
-    per_epoch = num_train // batch_size
     rates = [1e-3 * 2**i for i in range(runs)]
 
     t_sweep = math.inf
@@ -604,25 +601,15 @@ def benchmark_throughput(
         )
         t_sweep = min(t_sweep, result.seconds["train"])
 
+    # the sequential side runs the sweep's own per-run program, one run per call
     opt = optax.inject_hyperparams(adam)(learning_rate=rates[0])
+    plan = _plan({"learning_rate": rates}, [0], {}, data, steps, batch_size, steps, 1, None)
+    init_run, chunk_run, _ = _program(opt, plan, init_fn, loss_fn, eval_fn, data)
 
     @jax.jit
     def one(seed, lr):
-        init_key, data_key = jax.random.split(jax.random.key(seed))
-        params = init_fn(init_key)
-        state: Any = opt.init(params)
-        state = state._replace(hyperparams={**state.hyperparams, "learning_rate": lr})
-
-        def step(carry, t):
-            params, state = carry
-            perm = jax.random.permutation(jax.random.fold_in(data_key, t // per_epoch), num_train)
-            idx = jax.lax.dynamic_slice_in_dim(perm, (t % per_epoch) * batch_size, batch_size)
-            loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx], y_train[idx])
-            updates, state = opt.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), loss
-
-        (params, _), losses = jax.lax.scan(step, (params, state), jnp.arange(steps))
-        return eval_fn(params, data[2], data[3]), losses.mean()
+        params, state = init_run(seed, {"learning_rate": lr})
+        return chunk_run(seed, params, state, jnp.int32(0), steps)
 
     jax.block_until_ready(one(jnp.uint32(0), jnp.float32(rates[0])))
     t_seq = math.inf
