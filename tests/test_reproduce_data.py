@@ -163,3 +163,15 @@ def test_max_pool_matches_reduce_window(shape, size, stride):
     np.testing.assert_array_equal(ours(x), jax.jit(ref)(x))
     g = jax.jit(jax.grad(lambda x: jnp.sum(ours(x) ** 2)))(x)
     np.testing.assert_allclose(g, jax.jit(jax.grad(lambda x: jnp.sum(ref(x) ** 2)))(x))
+
+
+def test_loaders_read_the_packed_layout_of_the_gpu_queue(tmp_path, monkeypatch):
+    # `python -m benchmarks.gpu_queue --pack-data DIR`: Fashion-MNIST under DIR/fashion-mnist
+    # (preferred to the Debian folder), MNIST's raw files gzipped
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path))
+    monkeypatch.setattr(data, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    _fake_install(tmp_path / "fashion-mnist", ".gz", n_train=5)
+    _fake_install(tmp_path / data.MNIST_SUBDIR, ".gz", n_train=7)
+    assert data.fashion_mnist_dir() == tmp_path / "fashion-mnist"
+    _check(data.fashion_mnist(), 5, 4)
+    _check(data.mnist(), 7, 4)

@@ -245,6 +245,61 @@ def test_resume_with_another_configuration_raises(tmp_path):
         run_sweep(osv.adam, GRID, data, checkpoint_dir=ckpt, seeds=[0, 2])
     with pytest.raises(ValueError, match=r"differing: factory"):
         run_sweep(osv.m_sgd, {"learning_rate": [0.01, 0.1]}, data, checkpoint_dir=ckpt)
+    with pytest.raises(ValueError, match=r"differing: train_eval_size\)"):
+        run_sweep(osv.adam, GRID, data, checkpoint_dir=ckpt, train_eval_size=NUM_TEST)
+
+
+def test_train_eval_is_eval_fn_on_the_first_training_examples():
+    data = make_data()
+    x_train, y_train, x_test, y_test = data
+    result = run_sweep(osv.adam, {"learning_rate": [0.01, 0.1]}, data, train_eval_size=NUM_TEST)
+    assert sorted(result.train_eval) == ["accuracy", "loss"]
+    assert result.train_eval["loss"].shape == (4, 3)
+    for i in range(len(result.seeds)):
+        params = jax.tree.map(lambda a, i=i: a[i], result.params)
+        want = eval_fn(params, x_train[:NUM_TEST], y_train[:NUM_TEST])
+        np.testing.assert_allclose(result.train_eval["loss"][i, -1], want["loss"], rtol=1e-5)
+        np.testing.assert_allclose(result.train_eval["accuracy"][i, -1], want["accuracy"])
+        # not the test set's evaluation under another name
+        test_loss = eval_fn(params, x_test, y_test)["loss"]
+        np.testing.assert_allclose(result.test["loss"][i, -1], test_loss, rtol=1e-5)
+        assert abs(float(want["loss"]) - float(test_loss)) > 1e-4
+    # the default evaluation (eval_fn=None) is loss_fn on the same examples
+    default = sweep(
+        osv.adam,
+        init_fn,
+        loss_fn,
+        data,
+        grid={"learning_rate": [0.1]},
+        seeds=[1],
+        steps=STEPS,
+        batch_size=BATCH,
+        eval_every=EVERY,
+        train_eval_size=7,
+        progress=False,
+    )
+    params = jax.tree.map(lambda a: a[0], default.params)
+    assert list(default.train_eval) == ["loss"]
+    want = loss_fn(params, x_train[:7], y_train[:7])
+    np.testing.assert_allclose(default.train_eval["loss"][0, -1], want, rtol=1e-5)
+
+
+def test_resume_with_train_eval_gives_the_same_curves(tmp_path):
+    data, grid = make_data(), {"learning_rate": [0.01, 0.1]}
+    full = run_sweep(osv.adam, grid, data, train_eval_size=NUM_TEST)
+    ckpt = str(tmp_path / "ckpt")
+    half = run_sweep(osv.adam, grid, data, checkpoint_dir=ckpt, until=20, train_eval_size=NUM_TEST)
+    np.testing.assert_array_equal(half.train_eval["loss"], full.train_eval["loss"][:, :2])
+    resumed = run_sweep(osv.adam, grid, data, checkpoint_dir=ckpt, train_eval_size=NUM_TEST)
+    assert resumed.complete
+    np.testing.assert_array_equal(resumed.train_loss, full.train_loss)
+    for k in full.test:
+        np.testing.assert_array_equal(resumed.test[k], full.test[k])
+        np.testing.assert_array_equal(resumed.train_eval[k], full.train_eval[k])
+    # a checkpoint with train_eval serves no sweep of another train_eval_size
+    for size in (0, 10):
+        with pytest.raises(ValueError, match=r"differing: train_eval_size\)"):
+            run_sweep(osv.adam, grid, data, checkpoint_dir=ckpt, train_eval_size=size)
 
 
 def test_memory_guard_says_how_many_runs_fit():
@@ -263,7 +318,9 @@ def test_memory_guard_says_how_many_runs_fit():
 
 def test_json_round_trip(tmp_path):
     data = make_data()
-    result = run_sweep(osv.adam, {"learning_rate": [0.01, 0.1]}, data, seeds=[3])
+    result = run_sweep(
+        osv.adam, {"learning_rate": [0.01, 0.1]}, data, seeds=[3], train_eval_size=NUM_TEST
+    )
     path = tmp_path / "curves.json"
     result.to_json(path)
     back = SweepResult.from_json(path)
@@ -274,9 +331,25 @@ def test_json_round_trip(tmp_path):
     np.testing.assert_array_equal(back.train_loss, result.train_loss)
     for k in result.test:
         np.testing.assert_array_equal(back.test[k], result.test[k])
+    assert sorted(back.train_eval) == ["accuracy", "loss"]
+    for k in result.train_eval:
+        np.testing.assert_array_equal(back.train_eval[k], result.train_eval[k])
     assert back.params is None
     doc = json.loads(path.read_text())
     assert doc["runs"][1]["hyperparams"] == {"learning_rate": 0.1}
+    assert len(doc["runs"][1]["train_eval"]["accuracy"]) == 3
+
+
+def test_json_without_train_eval_loads(tmp_path):
+    """A file written before ``train_eval`` existed (no such key per run)."""
+    run = {"hyperparams": {"learning_rate": 0.1}, "seed": 0, "train_loss": [1.0, 0.5]}
+    doc = {"names": ["learning_rate"], "steps": [10, 20], "complete": True}
+    doc["runs"] = [{**run, "test": {"loss": [1.1, 0.6]}}]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(doc))
+    back = SweepResult.from_json(path)
+    assert back.train_eval == {}
+    np.testing.assert_array_equal(back.test["loss"], [[1.1, 0.6]])
 
 
 def test_bad_arguments():
@@ -287,3 +360,5 @@ def test_bad_arguments():
         run_sweep(osv.adam, {"learning_rate": [0.1]}, data, until=15)
     with pytest.raises(ValueError, match="non-empty"):
         run_sweep(osv.adam, {"learning_rate": []}, data)
+    with pytest.raises(ValueError, match=f"train_eval_size={NUM_TRAIN + 1} .* {NUM_TRAIN} train"):
+        run_sweep(osv.adam, {"learning_rate": [0.1]}, data, train_eval_size=NUM_TRAIN + 1)

@@ -1,18 +1,25 @@
-"""The command line: ``python -m benchmarks.reproduce <name> [--smoke] [--seeds N]``.
+"""The command line: ``python -m benchmarks.reproduce <name> [--smoke] [--seeds N] [--budget B]``.
 
 Every experiment is a module of this package with an optional
 ``add_arguments(parser)`` for its own options, and ``run(ctx) -> dict`` that computes,
 prints, plots (``ctx.figure``) and returns its results; this module gives each the same
 options and writes the JSON. ``all`` runs every experiment in turn.
+
+``--budget paper`` (p1-p4, adabound) runs the papers' protocol at the papers' budgets instead
+(:mod:`benchmarks.paper`, the same chunks as ``python -m benchmarks.gpu_queue``, here all of
+them in one process, resuming from whatever the results folder already holds): hours on a GPU,
+days on a CPU. ``--budget cpu``, the default, is the configuration described in each module.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from benchmarks.reproduce.output import DEFAULT_OUT, Context
@@ -32,6 +39,10 @@ EXPERIMENTS = {
 }
 
 
+# the experiments with a paper-budget configuration (benchmarks.paper.experiments)
+PAPER_BUDGET = ("p1", "p2", "p3", "p4", "adabound")
+
+
 def _module(name: str) -> Any:
     return importlib.import_module(f"benchmarks.reproduce.{name}")
 
@@ -45,6 +56,13 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="directory for the JSON and PNG")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--budget",
+        choices=("cpu", "paper"),
+        default="cpu",
+        help="cpu: the minutes-long default; paper: the papers' protocol and budget "
+        f"({', '.join(PAPER_BUDGET)}; a GPU job, see benchmarks.gpu_queue)",
+    )
 
 
 def parser(name: str | None = None) -> argparse.ArgumentParser:
@@ -65,7 +83,28 @@ def parser(name: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def run_paper_budget(name: str, args: argparse.Namespace) -> dict:
+    """Every chunk of ``name``'s paper-budget protocol, then its report."""
+    from benchmarks import gpu_queue
+
+    if name not in PAPER_BUDGET:
+        raise SystemExit(f"--budget paper exists for {', '.join(PAPER_BUDGET)}, not {name}.")
+    gpu_queue.run_queue(
+        [name],
+        Path(args.out),
+        gpu_queue.DEFAULT_WORK.expanduser(),
+        time_limit=None,
+        smoke=args.smoke,
+        progress=not args.no_progress,
+    )
+    exp = gpu_queue.experiments.get(name, smoke_run=args.smoke)
+    path = Path(args.out) / f"{exp.name}-paper.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def run_one(name: str, args: argparse.Namespace) -> dict:
+    if args.budget == "paper":
+        return run_paper_budget(name, args)
     module = _module(name)
     ctx = Context(name=name, args=args)
     print(f"== {name}: {EXPERIMENTS[name]}" + (" [smoke]" if args.smoke else ""), flush=True)

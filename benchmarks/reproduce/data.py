@@ -84,8 +84,23 @@ def read_idx(path: str | Path) -> np.ndarray:
     return data.reshape(shape).astype(data.dtype.newbyteorder("="))
 
 
+def fashion_mnist_dir() -> Path:
+    """``$OPTAX_SIGNVAR_DATA/fashion-mnist`` where it holds the files (a copy carried to a
+    machine without the Debian package, see ``python -m benchmarks.gpu_queue --pack-data``),
+    else the Debian package's folder."""
+    local = data_root() / "fashion-mnist"
+    return local if (local / (_FILES["x_train"] + ".gz")).is_file() else FASHION_MNIST_DIR
+
+
 def _idx_dataset(name: str, folder: Path, suffix: str, install: str) -> Dataset:
     paths = {k: folder / (v + suffix) for k, v in _FILES.items()}
+    # a raw file may also travel gzipped (the packed data of benchmarks.gpu_queue)
+    paths = {
+        k: p.with_name(p.name + ".gz")
+        if not p.is_file() and p.with_name(p.name + ".gz").is_file()
+        else p
+        for k, p in paths.items()
+    }
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise DatasetMissing(
@@ -109,7 +124,7 @@ def fashion_mnist() -> Dataset:
     """Fashion-MNIST (60,000 + 10,000 images) from the Debian package."""
     return _idx_dataset(
         "Fashion-MNIST",
-        FASHION_MNIST_DIR,
+        fashion_mnist_dir(),
         ".gz",
         f"apt-get install -y dataset-fashion-mnist\n(or {SETUP}, which installs every data set "
         "of the reproductions)",

@@ -20,6 +20,13 @@ of the product of ``grid``, the grid's first key varying slowest) and the seed
     idx = perm[(t % per_epoch) * batch_size:][:batch_size]
     loss_fn(params, x_train[idx], y_train[idx])
 
+**Evaluation.** After every ``eval_every`` steps (and after the last), ``eval_fn``
+(default: ``loss_fn``) runs on the full test set and, with ``train_eval_size=n``,
+also on the first ``n`` training examples, ``x_train[:n], y_train[:n]``: a fixed
+portion, the same for every run and evaluation (Dissecting Adam, §6.1, evaluates
+"on an equally-sized portion of the training set"; pass the test set's size).
+Both evaluations are part of the compiled program.
+
 **Throughput** (:func:`benchmark_throughput`, a 2-layer MLP 32-64-10 on 4096
 random examples, batch 64, 8 runs of Adam x 400 steps, float32; a 2-core
 x86-64 CPU VM, jax 0.10.2, ``python -m optax_signvar.research.sweeps``, best of
@@ -34,19 +41,22 @@ replicated; the number of runs must be a multiple of the number of devices.
 **Checkpoints.** With ``checkpoint_dir``, the sweep saves ``{step, params,
 opt_state, curves}`` with :func:`optax_signvar.checkpoint.save_state` every
 ``checkpoint_every`` evaluations (and when it stops), next to a
-``sweep_config.json`` describing the configuration (hash included). A later call
-with the same configuration, in any process, resumes from the checkpoint and
-gives the same numbers as an uninterrupted sweep (bit for bit on one CPU); a
-call with another configuration raises ``ValueError`` naming what differs. The
-hash covers the grid, seeds, step counts, batch size, the static keyword
-arguments (by ``repr``), the factory, loss and evaluation functions (by
-qualified name only: editing their body is not detected), the data (sha256 of
-its bytes) and the shapes of the parameters and state.
+``sweep_config.json`` describing the configuration (hash included); the curves
+are the training loss, the test evaluation and, with ``train_eval_size``, the
+evaluation on the training portion. A later call with the same configuration,
+in any process, resumes from the checkpoint and gives the same numbers as an
+uninterrupted sweep (bit for bit on one CPU); a call with another configuration
+raises ``ValueError`` naming what differs. The hash covers the grid, seeds, step
+counts, batch size, ``train_eval_size``, the static keyword arguments (by
+``repr``), the factory, loss and evaluation functions (by qualified name only:
+editing their body is not detected), the data (sha256 of its bytes) and the
+shapes of the parameters and state.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -81,6 +91,9 @@ class SweepResult:
         mini-batches since the previous evaluation.
       test: metric name -> ``(runs, evaluations)``, the evaluation on the full
         test set at ``steps``.
+      train_eval: metric name -> ``(runs, evaluations)``, the same evaluation on
+        the first ``train_eval_size`` training examples at ``steps``; empty when
+        ``train_eval_size=0``.
       complete: whether all the steps were trained (``False`` after ``until``).
       params: the parameters of every run (leading run axis) at the last step;
         ``None`` for a result read from JSON.
@@ -97,6 +110,8 @@ class SweepResult:
     complete: bool = True
     params: Any = None
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    # last, with a default: constructions written before it existed keep working
+    train_eval: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def to_json(self, path: str | os.PathLike) -> None:
         """Writes the curves (not the parameters) to ``path`` as JSON."""
@@ -106,6 +121,7 @@ class SweepResult:
                 "seed": self.seeds[i],
                 "train_loss": [float(v) for v in self.train_loss[i]],
                 "test": {k: [float(v) for v in a[i]] for k, a in self.test.items()},
+                "train_eval": {k: [float(v) for v in a[i]] for k, a in self.train_eval.items()},
             }
             for i in range(len(self.seeds))
         ]
@@ -124,19 +140,25 @@ class SweepResult:
         with open(path) as f:
             doc = json.load(f)
         runs = doc["runs"]
-        metrics = list(runs[0]["test"]) if runs else []
         n = len(doc["steps"])
+
+        def curves(group: str) -> dict[str, np.ndarray]:
+            # files written before train_eval existed lack the key
+            metrics = list(runs[0].get(group, {})) if runs else []
+            return {
+                k: np.asarray([r[group][k] for r in runs], np.float64).reshape(-1, n)
+                for k in metrics
+            }
+
         return cls(
             names=list(doc["names"]),
             hyperparams=[dict(r["hyperparams"]) for r in runs],
             seeds=[int(r["seed"]) for r in runs],
             steps=np.asarray(doc["steps"], np.int64).reshape(n),
             train_loss=np.asarray([r["train_loss"] for r in runs], np.float64).reshape(-1, n),
-            test={
-                k: np.asarray([r["test"][k] for r in runs], np.float64).reshape(-1, n)
-                for k in metrics
-            },
+            test=curves("test"),
             complete=bool(doc["complete"]),
+            train_eval=curves("train_eval"),
         )
 
 
@@ -193,6 +215,8 @@ def sweep(
     eval_every: int,
     static: Mapping[str, Any] | None = None,
     eval_fn: Callable[[Any, jax.Array, jax.Array], Any] | None = None,
+    train_eval_size: int = 0,
+    loss_key: bool = False,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 1,
     until: int | None = None,
@@ -220,6 +244,13 @@ def sweep(
       eval_fn: ``eval_fn(params, x_test, y_test)`` -> a scalar or a dict of
         scalars (e.g. ``{"loss": ..., "accuracy": ...}``); default
         ``{"loss": loss_fn(params, x_test, y_test)}``.
+      train_eval_size: if positive, also evaluate (``eval_fn`` or its default)
+        on the first ``train_eval_size`` training examples, a fixed portion the
+        same for every run (``<=`` the number of training examples); the curves
+        are ``SweepResult.train_eval``. ``0``: no such evaluation.
+      loss_key: call ``loss_fn(params, x, y, key)`` with a key of its own for
+        every run and step (dropout): ``fold_in(fold_in(key(seed), 2), t)``.
+        Evaluations call ``eval_fn`` without it (so it is required then).
       checkpoint_dir: save there and resume from there (see the module doc).
       checkpoint_every: save after every ``checkpoint_every`` evaluations.
       until: stop (and checkpoint) after this step, a multiple of
@@ -252,7 +283,10 @@ def sweep(
       ([10, 20], (4, 2))
     """
     static = dict(static or {})
-    plan = _plan(grid, seeds, static, data, steps, batch_size, eval_every, checkpoint_every, until)
+    if loss_key and eval_fn is None:
+        raise ValueError("loss_key=True needs an eval_fn: loss_fn then takes a key.")
+    counts = (steps, batch_size, eval_every, checkpoint_every, until, train_eval_size, loss_key)
+    plan = _plan(grid, seeds, static, data, *counts)
     runs = len(plan.run_seeds)
     first = {k: plan.run_hps[0][k] for k in plan.names}
     opt = optax.inject_hyperparams(optimizer_factory)(**static, **first)
@@ -268,11 +302,9 @@ def sweep(
         abstract = jax.tree.map(
             lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=run_sharding), abstract
         )
-    metrics = list(jax.eval_shape(lambda p: evaluate(jax.tree.map(lambda a: a[0], p)), abstract[0]))
-    curves = {
-        "train_loss": np.full((runs, len(plan.evals)), np.nan, np.float32),
-        "test": {k: np.full((runs, len(plan.evals)), np.nan, np.float32) for k in metrics},
-    }
+    groups = jax.eval_shape(lambda p: evaluate(jax.tree.map(lambda a: a[0], p)), abstract[0])
+    nan = functools.partial(np.full, (runs, len(plan.evals)), np.nan, np.float32)
+    curves = {"train_loss": nan(), **{g: {k: nan() for k in m} for g, m in groups.items()}}
     config = None
     if checkpoint_dir is not None:
         identity = (optimizer_factory, init_fn, loss_fn, eval_fn, static, grid)
@@ -295,8 +327,9 @@ def sweep(
             run_chunk = compiled[plan.evals[j] - start]
             params, state, tl, ev = run_chunk(seeds_arr, params, state, jnp.int32(start))
             curves["train_loss"][:, j] = np.asarray(tl)
-            for k in metrics:
-                curves["test"][k][:, j] = np.asarray(ev[k])
+            for g, m in ev.items():
+                for k, v in m.items():
+                    curves[g][k][:, j] = np.asarray(v)
             if bar is not None:
                 bar.update(1)
             if checkpoint_dir is not None and ((j + 1) % checkpoint_every == 0 or j + 1 == stop):
@@ -306,16 +339,20 @@ def sweep(
             bar.close()
     t_train = time.perf_counter() - t_train
 
+    def done_curves(group):
+        return {k: v[:, :stop].astype(np.float64) for k, v in curves.get(group, {}).items()}
+
     return SweepResult(
         names=plan.names,
         hyperparams=[{k: float(v) for k, v in h.items()} for h in plan.run_hps],
         seeds=plan.run_seeds,
         steps=np.asarray(plan.evals[:stop], np.int64),
         train_loss=curves["train_loss"][:, :stop].astype(np.float64),
-        test={k: v[:, :stop].astype(np.float64) for k, v in curves["test"].items()},
+        test=done_curves("test"),
         complete=stop == len(plan.evals),
         params=params,
         seconds={"compile": t_compile, "train": t_train},
+        train_eval=done_curves("train_eval"),
     )
 
 
@@ -332,13 +369,27 @@ class _Plan:
     eval_every: int
     evals: list[int]
     num_train: int
+    train_eval_size: int = 0
+    loss_key: bool = False
 
     @property
     def per_epoch(self) -> int:
         return self.num_train // self.batch_size
 
 
-def _plan(grid, seeds, static, data, steps, batch_size, eval_every, checkpoint_every, until):
+def _plan(
+    grid,
+    seeds,
+    static,
+    data,
+    steps,
+    batch_size,
+    eval_every,
+    checkpoint_every,
+    until,
+    train_eval_size=0,
+    loss_key=False,
+):
     """The sweep's arguments, checked, as a :class:`_Plan`."""
     names = list(grid)
     points = list(itertools.product(*(list(grid[k]) for k in names)))
@@ -355,25 +406,49 @@ def _plan(grid, seeds, static, data, steps, batch_size, eval_every, checkpoint_e
         raise ValueError("x and y of a split need the same number of examples.")
     if batch_size > num_train:
         raise ValueError(f"batch_size={batch_size} exceeds the {num_train} training examples.")
+    if not 0 <= train_eval_size <= num_train:
+        raise ValueError(
+            f"train_eval_size={train_eval_size} must be between 0 and the {num_train} "
+            "training examples."
+        )
     evals = list(range(eval_every, steps, eval_every)) + [steps]
     if until is not None and until not in evals:
         raise ValueError(f"until={until} must be one of the evaluation steps {evals[:5]}...")
     run_hps = [dict(zip(names, p, strict=True)) for p in points for _ in seeds]
     run_seeds = [s for _ in points for s in seeds]
-    return _Plan(names, run_hps, run_seeds, seeds, steps, batch_size, eval_every, evals, num_train)
+    return _Plan(
+        names,
+        run_hps,
+        run_seeds,
+        seeds,
+        steps,
+        batch_size,
+        eval_every,
+        evals,
+        num_train,
+        int(train_eval_size),
+        bool(loss_key),
+    )
 
 
 def _program(opt, plan: _Plan, init_fn, loss_fn, eval_fn, arrays):
     """``init_run(seed, hp)``, ``chunk_run(seed, params, state, start, length)`` and
-    ``evaluate(params)`` of one run (to be vmapped over runs)."""
+    ``evaluate(params)`` -> ``{"test": metrics, "train_eval": metrics}`` (the latter
+    only with ``train_eval_size``) of one run (to be vmapped over runs)."""
     x_train, y_train, x_test, y_test = arrays
-    per_epoch, batch_size = plan.per_epoch, plan.batch_size
+    per_epoch, batch_size, n_eval = plan.per_epoch, plan.batch_size, plan.train_eval_size
+
+    def metrics(params, x, y):
+        if eval_fn is None:
+            return {"loss": loss_fn(params, x, y)}
+        out = eval_fn(params, x, y)
+        return dict(out) if isinstance(out, Mapping) else {"eval": out}
 
     def evaluate(params):
-        if eval_fn is None:
-            return {"loss": loss_fn(params, x_test, y_test)}
-        out = eval_fn(params, x_test, y_test)
-        return dict(out) if isinstance(out, Mapping) else {"eval": out}
+        groups = {"test": metrics(params, x_test, y_test)}
+        if n_eval:  # sliced in the program: no second copy of the data on the device
+            groups["train_eval"] = metrics(params, x_train[:n_eval], y_train[:n_eval])
+        return groups
 
     def init_run(seed, hp):
         init_key, _ = jax.random.split(jax.random.key(seed))
@@ -386,18 +461,26 @@ def _program(opt, plan: _Plan, init_fn, loss_fn, eval_fn, arrays):
 
     def chunk_run(seed, params, state, start, length):
         _, data_key = jax.random.split(jax.random.key(seed))
+        dropout_key = jax.random.fold_in(jax.random.key(seed), 2)
+
+        def order(epoch):
+            return jax.random.permutation(jax.random.fold_in(data_key, epoch), plan.num_train)
 
         def step(carry, t):
-            params, state = carry
-            order = jax.random.fold_in(data_key, t // per_epoch)
-            perm = jax.random.permutation(order, plan.num_train)
+            params, state, perm = carry
+            # a new order once per epoch, not a sort of the whole training set every step
+            perm = jax.lax.cond(t % per_epoch == 0, lambda: order(t // per_epoch), lambda: perm)
             idx = jax.lax.dynamic_slice_in_dim(perm, (t % per_epoch) * batch_size, batch_size)
-            loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx], y_train[idx])
+            batch = (x_train[idx], y_train[idx])
+            if plan.loss_key:
+                batch = (*batch, jax.random.fold_in(dropout_key, t))
+            loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
             updates, state = opt.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), loss
+            return (optax.apply_updates(params, updates), state, perm), loss
 
         ts = start + jnp.arange(length, dtype=jnp.int32)
-        (params, state), losses = jax.lax.scan(step, (params, state), ts)
+        carry = (params, state, order(start // per_epoch))
+        (params, state, _), losses = jax.lax.scan(step, carry, ts)
         return params, state, jnp.mean(losses), evaluate(params)
 
     return init_run, chunk_run, evaluate
@@ -439,6 +522,10 @@ def _checked_config(checkpoint_dir: str, identity, plan: _Plan, arrays, abstract
         "params": repr(jax.tree.map(lambda a: (a.shape, str(a.dtype)), abstract[0])),
         "opt_state": repr(jax.tree.structure(abstract[1])),
     }
+    if plan.train_eval_size:  # absent when 0: checkpoints written before it still resume
+        config["train_eval_size"] = plan.train_eval_size
+    if plan.loss_key:
+        config["loss_key"] = True
     config["hash"] = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     config_path = os.path.join(checkpoint_dir, _CONFIG_FILE)
     if os.path.exists(config_path):
@@ -500,15 +587,17 @@ def _start(checkpoint_dir, abstract, curves, evals, run_sharding, init_run, seed
     params, state = restored["params"], restored["opt_state"]
     if run_sharding is not None:
         params, state = jax.device_put((params, state), run_sharding)
+    groups = [g for g in curves if g != "train_loss"]  # "test" and maybe "train_eval"
     curves = {
         "train_loss": np.array(restored["train_loss"]),
-        "test": {k: np.array(v) for k, v in restored["test"].items()},
+        **{g: {k: np.array(v) for k, v in restored[g].items()} for g in groups},
     }
     return evals.index(int(restored["step"])) + 1, params, state, curves
 
 
 def _save(checkpoint_dir: str, config, step: int, params, state, curves) -> None:
-    """The configuration (once) and ``{step, params, opt_state, curves}``, atomically."""
+    """The configuration (once) and ``{step, params, opt_state, curves}``, atomically
+    (``curves``: ``train_loss``, ``test`` and, with ``train_eval_size``, ``train_eval``)."""
     from optax_signvar.checkpoint import save_state
 
     os.makedirs(checkpoint_dir, exist_ok=True)
