@@ -186,12 +186,30 @@ def method_chunks(
     return chunks
 
 
+def _checkpointed_step(work: Path, chunk_name: str) -> int:
+    """The step the chunk's sweep checkpoint holds (0 without one). Read from the checkpoint
+    itself, not only from the progress file a finished segment writes, so that a command
+    killed mid-segment (the device's time limit) also continues from its last evaluation."""
+    progress = _progress_file(work, chunk_name)
+    state = progress.parent / "state"
+    if state.exists():
+        import jax.numpy as jnp
+
+        from optax_signvar.checkpoint import restore_state
+
+        try:
+            restored = restore_state(state, {"step": jnp.zeros((), jnp.int32)}, partial=True)
+            return int(restored["step"])
+        except (ValueError, FileNotFoundError):  # unreadable: the sweep starts again too
+            return 0
+    return json.loads(progress.read_text())["step"] if progress.exists() else 0
+
+
 def _segment(chunk: Chunk, per: float, compile_s: float, work: Path) -> Chunk:
     """``chunk`` from where its checkpoint stands, to the evaluation step that ends it
     within :data:`CHUNK_LIMIT_S` (at least one evaluation interval)."""
     exp = chunk.exp
-    progress = _progress_file(work, chunk.name)
-    start = json.loads(progress.read_text())["step"] if progress.exists() else 0
+    start = _checkpointed_step(work, chunk.name)
     affordable = (CHUNK_LIMIT_S - compile_s) / max(per * chunk.runs, 1e-12)
     until = None
     if start + affordable < exp.steps:

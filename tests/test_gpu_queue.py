@@ -264,6 +264,9 @@ def test_chunks_in_groups_and_segments_give_the_unsplit_results(tmp_path, monkey
         )  # nothing fits: runs no chunk
         chunk = gpu_queue.plan(["p1"], split, split / "w", "cpu", smoke=True)[0]
         gpu_queue.run_chunk(chunk, split, split / "w", progress=False)
+        # as if the command had been killed before writing its progress: the next segment
+        # starts from the step the sweep's checkpoint holds
+        gpu_queue._progress_file(split / "w", chunk.name).unlink(missing_ok=True)
         calls += 1
     rounds = len(list((whole / "paper" / "p1-smoke" / "adam").glob("tune*.json")))
     assert rounds == 1 and calls == 6
