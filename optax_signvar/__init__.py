@@ -25,7 +25,7 @@ import importlib
 import warnings
 from typing import Any
 
-from optax_signvar import blocks
+from optax_signvar import blocks, layout
 from optax_signvar._checks import set_traced_checks
 from optax_signvar.alias import (
     adabound,
@@ -44,6 +44,7 @@ from optax_signvar.alias import (
 from optax_signvar.checkpoint import restore_state, save_state
 from optax_signvar.dissection import Bounds, Dissection
 from optax_signvar.factory import dissect
+from optax_signvar.layout import Packed, pack, unpack
 from optax_signvar.minibatch import per_example_grad_moments
 from optax_signvar.monitoring import diagnostics
 from optax_signvar.scale_by import (
@@ -64,6 +65,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Bounds",
     "DissectedState",
+    "Packed",
     "Dissection",
     "adabound",
     "adaboundw",
@@ -74,10 +76,12 @@ __all__ = [
     "blocks",
     "diagnostics",
     "dissect",
+    "layout",
     "m_sgd",
     "m_ssd",
     "m_svag",
     "m_vassd",
+    "pack",
     "per_example_grad_moments",
     "restore_state",
     "save_state",
@@ -94,6 +98,7 @@ __all__ = [
     "set_traced_checks",
     "ssd",
     "svag",
+    "unpack",
 ]
 
 # Names that moved to optax_signvar.research in 0.2, still reachable here for one

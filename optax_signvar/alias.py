@@ -22,6 +22,7 @@ from optax_signvar import _deprecation, _rates
 from optax_signvar._checks import check_adam_args, check_decay, check_range, concrete_value
 from optax_signvar.dissection import Bounds, VarianceAdaptation
 from optax_signvar.factory import dissect
+from optax_signvar.layout import Layout
 from optax_signvar.scale_by import OLD_FACTOR_NAMES, sign_adaptation
 
 __all__ = [
@@ -48,7 +49,11 @@ Mask = Any  # a pytree of bools like the params, or a callable returning one
 
 
 def m_sgd(
-    learning_rate: optax.ScalarOrSchedule, beta: float = 0.9, *, mu_dtype: Any = None
+    learning_rate: optax.ScalarOrSchedule,
+    beta: float = 0.9,
+    *,
+    mu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Momentum SGD with an averaged, debiased momentum (Dissecting Adam's M-SGD).
 
@@ -63,6 +68,8 @@ def m_sgd(
       learning_rate: the rate :math:`a_t`, a float or an optax schedule.
       beta: momentum decay, in [0, 1).
       mu_dtype: dtype of the momentum buffer (default: the parameters').
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -85,16 +92,20 @@ def m_sgd(
       Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, Alg. 2, 2018.
     """
     check_decay("beta", beta)
-    return dissect(learning_rate, b1=beta, mu_dtype=mu_dtype)
+    return dissect(learning_rate, b1=beta, mu_dtype=mu_dtype, layout=layout)
 
 
-def ssd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationExtraArgs:
+def ssd(
+    learning_rate: optax.ScalarOrSchedule, *, layout: Layout = "tree"
+) -> optax.GradientTransformationExtraArgs:
     r"""Stochastic sign descent (SSD): :math:`u_t = -a_t \operatorname{sign}(g_t)`.
 
     Equal to ``optax.sign_sgd``.
 
     Args:
       learning_rate: the rate :math:`a_t`, a float or an optax schedule.
+      layout: accepted as by every optimizer of the package; SSD keeps no
+        moments, so both layouts are the same.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -115,11 +126,15 @@ def ssd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationEx
     References:
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_, 2018.
     """
-    return dissect(learning_rate, momentum=False, direction="sign")
+    return dissect(learning_rate, momentum=False, direction="sign", layout=layout)
 
 
 def m_ssd(
-    learning_rate: optax.ScalarOrSchedule, beta: float = 0.9, *, mu_dtype: Any = None
+    learning_rate: optax.ScalarOrSchedule,
+    beta: float = 0.9,
+    *,
+    mu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Sign descent with momentum (M-SSD): :math:`u_t = -a_t \operatorname{sign}(m_t)`.
 
@@ -129,6 +144,8 @@ def m_ssd(
       learning_rate: the rate :math:`a_t`, a float or an optax schedule.
       beta: momentum decay, in [0, 1).
       mu_dtype: dtype of the momentum buffer (default: the parameters').
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -151,7 +168,7 @@ def m_ssd(
       Alg. 2, 2018.
     """
     check_decay("beta", beta)
-    return dissect(learning_rate, direction="sign", b1=beta, mu_dtype=mu_dtype)
+    return dissect(learning_rate, direction="sign", b1=beta, mu_dtype=mu_dtype, layout=layout)
 
 
 def svag(
@@ -160,6 +177,7 @@ def svag(
     *,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Stochastic variance-adapted gradient (SVAG).
 
@@ -175,6 +193,8 @@ def svag(
       mu_dtype: dtype of the first moment (default: the parameters').
       nu_dtype: dtype of the second moment (default: the parameters', float32
         for 16-bit parameters).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -204,6 +224,7 @@ def svag(
         b1=beta,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+        layout=layout,
     )
 
 
@@ -213,6 +234,7 @@ def m_svag(
     *,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Momentum SVAG (M-SVAG), Dissecting Adam's variance-adapted M-SGD.
 
@@ -228,6 +250,8 @@ def m_svag(
       mu_dtype: dtype of the first moment (default: the parameters').
       nu_dtype: dtype of the second moment (default: the parameters', float32
         for 16-bit parameters).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -256,6 +280,7 @@ def m_svag(
         b1=beta,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+        layout=layout,
     )
 
 
@@ -267,6 +292,7 @@ def m_vassd(
     *,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Variance-adapted sign descent with momentum (M-VASSD).
 
@@ -288,6 +314,8 @@ def m_vassd(
       mu_dtype: dtype of the first moment (default: the parameters').
       nu_dtype: dtype of the second moment (default: the parameters', float32
         for 16-bit parameters).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -317,6 +345,7 @@ def m_vassd(
         b1=beta,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+        layout=layout,
     )
 
 
@@ -333,6 +362,7 @@ def adam(
     *,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adam, equal to ``optax.adam`` to float rounding.
 
@@ -352,6 +382,8 @@ def adam(
       mu_dtype: dtype of the first moment (default: the parameters').
       nu_dtype: dtype of the second moment (default: the parameters', float32
         for 16-bit parameters).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -382,6 +414,7 @@ def adam(
         eps=eps,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+        layout=layout,
     )
 
 
@@ -394,6 +427,7 @@ def amsgrad(
     bias_correction: bool = True,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""AMSGrad with PyTorch's semantics (or, optionally, the paper's).
 
@@ -417,6 +451,8 @@ def amsgrad(
       mu_dtype: dtype of the first moment (default: the parameters').
       nu_dtype: dtype of the second-moment buffers (default: the parameters',
         float32 for 16-bit parameters).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -449,6 +485,7 @@ def amsgrad(
         eps=eps,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+        layout=layout,
     )
 
 
@@ -466,6 +503,7 @@ def _bounded_adam(
     *,
     max_tracking: bool,
     decoupled: bool,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     """The AdaBound family: AdaBound's bounds on Adam's rate, +/- max-tracking and decoupling."""
     weight_decay = check_range("weight_decay", weight_decay, 0.0)
@@ -486,6 +524,7 @@ def _bounded_adam(
         mask=mask,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+        layout=layout,
     )
 
 
@@ -501,6 +540,7 @@ def adabound(
     mask: Mask = None,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""AdaBound: Adam whose per-element rates are clipped into bounds that
     converge to an SGD rate; step for step the ``adabound`` PyTorch package.
@@ -528,6 +568,8 @@ def adabound(
       mu_dtype: dtype of the first moment (default: the parameters').
       nu_dtype: dtype of the second-moment buffer(s) (default: the
         parameters', float32 for 16-bit parameters).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -562,6 +604,7 @@ def adabound(
         nu_dtype,
         max_tracking=False,
         decoupled=False,
+        layout=layout,
     )
 
 
@@ -577,6 +620,7 @@ def amsbound(
     mask: Mask = None,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""AMSBound: AdaBound with AMSGrad's max-tracking of the raw second moment;
     step for step ``adabound.AdaBound(amsbound=True)``.
@@ -602,6 +646,8 @@ def amsbound(
       mu_dtype: dtype of the first moment (default: the parameters').
       nu_dtype: dtype of the second-moment buffer(s) (default: the
         parameters', float32 for 16-bit parameters).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -636,6 +682,7 @@ def amsbound(
         nu_dtype,
         max_tracking=True,
         decoupled=False,
+        layout=layout,
     )
 
 
@@ -651,6 +698,7 @@ def adaboundw(
     mask: Mask = None,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""AdaBoundW: AdaBound with decoupled weight decay.
 
@@ -676,6 +724,8 @@ def adaboundw(
       mu_dtype: dtype of the first moment (default: the parameters').
       nu_dtype: dtype of the second-moment buffer(s) (default: the
         parameters', float32 for 16-bit parameters).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -712,6 +762,7 @@ def adaboundw(
         nu_dtype,
         max_tracking=False,
         decoupled=True,
+        layout=layout,
     )
 
 
@@ -727,6 +778,7 @@ def amsboundw(
     mask: Mask = None,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""AMSBoundW: AMSBound with decoupled weight decay.
 
@@ -752,6 +804,8 @@ def amsboundw(
       mu_dtype: dtype of the first moment (default: the parameters').
       nu_dtype: dtype of the second-moment buffer(s) (default: the
         parameters', float32 for 16-bit parameters).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -788,4 +842,5 @@ def amsboundw(
         nu_dtype,
         max_tracking=True,
         decoupled=True,
+        layout=layout,
     )

@@ -16,6 +16,7 @@ from optax_signvar.dissection import (
     Variance,
     VarianceAdaptation,
 )
+from optax_signvar.layout import Layout
 from optax_signvar.transform import scale_by_dissection
 
 __all__ = ["dissect"]
@@ -41,6 +42,7 @@ def dissect(
     mask: Any = None,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Builds the optimizer at one point of the sign x variance x bound space.
 
@@ -108,6 +110,12 @@ def dissect(
       mu_dtype: dtype of the first moment (default: the parameters').
       nu_dtype: dtype of the second-moment buffers (default: the parameters',
         float32 for 16-bit parameters).
+      layout: ``"tree"`` (the state mirrors the parameters) or ``"packed"``
+        (the moments of leaves under :data:`optax_signvar.layout.PACK_MAX_SIZE`
+        elements in flat buffers per dtype and sharding): the same updates bit
+        for bit, a few kernels per step instead of a few per leaf. The packed
+        state does not mirror the parameters (``optax.tree_map_params`` refuses
+        it); ``docs/performance.rst`` says when it pays.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`:
@@ -158,6 +166,7 @@ def dissect(
         eps=eps,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+        layout=layout,
     )
     parts: list[optax.GradientTransformation] = [core]
     if weight_decay is not None:

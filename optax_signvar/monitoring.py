@@ -26,6 +26,7 @@ from optax_signvar import _deprecation, _hyperparams, _rates, blocks
 from optax_signvar._checks import check_decay, check_range, check_rate, concrete_value
 from optax_signvar._tree import abs_sq, is_complex
 from optax_signvar.dissection import Bounds
+from optax_signvar.layout import unpacked
 from optax_signvar.transform import DissectedState
 
 __all__ = ["diagnostics"]
@@ -62,7 +63,9 @@ def _leaves(tree: Any) -> list[jax.Array] | None:
     """
     if tree is None:
         return None
-    return _arrays(tree)
+    # a packed state (layout="packed") is summarised as the tree it packs, so the
+    # statistics do not depend on the layout
+    return _arrays(unpacked(tree))
 
 
 def _arrays(tree: Any) -> list[jax.Array]:

@@ -27,6 +27,7 @@ import optax
 from optax_signvar import _deprecation
 from optax_signvar._checks import check_adam_args, check_decay, check_one_of
 from optax_signvar.dissection import Bounds, Dissection, VarianceAdaptation
+from optax_signvar.layout import Layout
 from optax_signvar.transform import scale_by_dissection
 
 __all__ = [
@@ -53,7 +54,10 @@ def sign_adaptation(function: str, value: Any) -> VarianceAdaptation:
 
 
 def scale_by_debiased_momentum(
-    beta: float = 0.9, *, mu_dtype: Any = None
+    beta: float = 0.9,
+    *,
+    mu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Rescales updates to the debiased EMA of the gradient (M-SGD's direction).
 
@@ -66,6 +70,8 @@ def scale_by_debiased_momentum(
     Args:
       beta: EMA decay, in [0, 1).
       mu_dtype: dtype of the EMA (default: the parameters' dtype).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -83,11 +89,14 @@ def scale_by_debiased_momentum(
       Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, Alg. 2, 2018.
     """
     check_decay("beta", beta)
-    return scale_by_dissection(Dissection(), b1=beta, mu_dtype=mu_dtype)
+    return scale_by_dissection(Dissection(), b1=beta, mu_dtype=mu_dtype, layout=layout)
 
 
 def scale_by_sign_momentum(
-    beta: float = 0.9, *, mu_dtype: Any = None
+    beta: float = 0.9,
+    *,
+    mu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Rescales updates to the sign of the EMA of the gradient (M-SSD's direction).
 
@@ -99,6 +108,8 @@ def scale_by_sign_momentum(
     Args:
       beta: EMA decay, in [0, 1).
       mu_dtype: dtype of the EMA (default: the parameters' dtype).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -116,13 +127,19 @@ def scale_by_sign_momentum(
       Alg. 2, 2018.
     """
     check_decay("beta", beta)
-    return scale_by_dissection(Dissection(direction="sign"), b1=beta, mu_dtype=mu_dtype)
+    return scale_by_dissection(
+        Dissection(direction="sign"), b1=beta, mu_dtype=mu_dtype, layout=layout
+    )
 
 
-def scale_by_sign() -> optax.GradientTransformationExtraArgs:
+def scale_by_sign(*, layout: Layout = "tree") -> optax.GradientTransformationExtraArgs:
     r"""Rescales updates to their sign (SSD's direction): :math:`u_t = \operatorname{sign}(g_t)`.
 
     Keeps only the step count. Identical to the direction of ``optax.sign_sgd``.
+
+    Args:
+      layout: accepted as by every transformation of the package; with no
+        moments to keep, both layouts are the same.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -137,11 +154,15 @@ def scale_by_sign() -> optax.GradientTransformationExtraArgs:
     References:
       Balles & Hennig, `Dissecting Adam <https://arxiv.org/abs/1705.07774>`_, 2018.
     """
-    return scale_by_dissection(Dissection(momentum=False, direction="sign"))
+    return scale_by_dissection(Dissection(momentum=False, direction="sign"), layout=layout)
 
 
 def scale_by_svag(
-    beta: float = 0.9, *, mu_dtype: Any = None, nu_dtype: Any = None
+    beta: float = 0.9,
+    *,
+    mu_dtype: Any = None,
+    nu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Stochastic variance-adapted gradient (SVAG): the gradient times its factor.
 
@@ -159,6 +180,8 @@ def scale_by_svag(
       mu_dtype: dtype of the first moment (default: the parameters' dtype).
       nu_dtype: dtype of the second moment (default: the parameters' dtype,
         float32 for 16-bit parameters).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -180,11 +203,16 @@ def scale_by_svag(
         b1=beta,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+        layout=layout,
     )
 
 
 def scale_by_m_svag(
-    beta: float = 0.9, *, mu_dtype: Any = None, nu_dtype: Any = None
+    beta: float = 0.9,
+    *,
+    mu_dtype: Any = None,
+    nu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Momentum SVAG (M-SVAG): the debiased momentum times its variance factor.
 
@@ -200,6 +228,8 @@ def scale_by_m_svag(
       mu_dtype: dtype of the first moment (default: the parameters' dtype).
       nu_dtype: dtype of the second moment (default: the parameters' dtype,
         float32 for 16-bit parameters).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -217,7 +247,11 @@ def scale_by_m_svag(
     """
     check_decay("beta", beta)
     return scale_by_dissection(
-        Dissection(variance_adaptation="optimal"), b1=beta, mu_dtype=mu_dtype, nu_dtype=nu_dtype
+        Dissection(variance_adaptation="optimal"),
+        b1=beta,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+        layout=layout,
     )
 
 
@@ -228,6 +262,7 @@ def scale_by_m_vassd(
     *,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Variance-adapted sign descent with momentum (M-VASSD).
 
@@ -246,6 +281,8 @@ def scale_by_m_vassd(
       mu_dtype: dtype of the first moment (default: the parameters' dtype).
       nu_dtype: dtype of the second moment (default: the parameters' dtype,
         float32 for 16-bit parameters).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -270,6 +307,7 @@ def scale_by_m_vassd(
         b1=beta,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+        layout=layout,
     )
 
 
@@ -280,6 +318,7 @@ def scale_by_adam(
     *,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Rescales updates according to Adam.
 
@@ -297,6 +336,8 @@ def scale_by_adam(
       mu_dtype: dtype of the first moment (default: the parameters' dtype).
       nu_dtype: dtype of the second moment (default: the parameters' dtype,
         float32 for 16-bit parameters).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -320,6 +361,7 @@ def scale_by_adam(
         eps=eps,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+        layout=layout,
     )
 
 
@@ -331,6 +373,7 @@ def scale_by_amsgrad(
     bias_correction: bool = True,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Rescales updates according to AMSGrad (Adam with max-tracking).
 
@@ -357,6 +400,8 @@ def scale_by_amsgrad(
       mu_dtype: dtype of the first moment (default: the parameters' dtype).
       nu_dtype: dtype of both second-moment buffers (default: the parameters'
         dtype, float32 for 16-bit parameters).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -380,6 +425,7 @@ def scale_by_amsgrad(
         eps=eps,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+        layout=layout,
     )
 
 
@@ -395,6 +441,7 @@ def scale_by_adabound(
     max_tracking: bool = False,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
+    layout: Layout = "tree",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Rescales updates according to AdaBound (or AMSBound), at unit rate.
 
@@ -427,6 +474,8 @@ def scale_by_adabound(
       mu_dtype: dtype of the first moment (default: the parameters' dtype).
       nu_dtype: dtype of the second-moment buffers (default: the parameters'
         dtype, float32 for 16-bit parameters).
+      layout: ``"tree"`` or ``"packed"`` (the moments of small leaves in flat
+        buffers: the same updates, fewer kernels; see :mod:`optax_signvar.layout`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`.
@@ -451,4 +500,5 @@ def scale_by_adabound(
         eps=eps,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+        layout=layout,
     )
