@@ -1,0 +1,155 @@
+"""The report: targets, models and one table per model, as markdown and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.speed.report import _f, _fmt_n, _g, _json_default, _shown, _table
+from benchmarks.trees.analysis import TARGET_LAYOUTS, TARGETS
+from benchmarks.trees.variants import LR, OURS
+
+__all__ = ["render_markdown", "write_report"]
+
+METHOD = """\
+Rows: `sgd (floor)` is a stateless `params - lr * grads` (the cost of a train step with no
+optimizer); `optax.adam`, `optax.flatten(optax.adam)`; ours (`adam`, `m_svag`, `m_vassd`) with
+`layout="tree"` and `layout="packed"`; and `[packed params]`: the parameters live in
+`optax_signvar.pack(params)` (small leaves in a few flat buffers, leaves of 2^16+ elements as
+they are), the loss reads `optax_signvar.unpack(packed)`, and the optimizer (ours with
+`layout="tree"`, optax.adam, the SGD floor) is built on the packed tree.
+
+- **full step**: `loss, grads = value_and_grad(loss_fn)(params, batch)`, `opt.update`,
+  `optax.apply_updates`, jitted with params and state donated. **optimizer alone**: the same
+  on fixed gradients, without the loss. Times are medians over interleaved rounds (every row
+  of a model timed back to back each round, each round on new buffers) of per-round medians
+  of the steps given in the head; a row slower than 1/4 s over those steps is timed on
+  fewer (at least 1) per round (the JSON's `timed_steps`).
+- **cost** = step ms minus the floor's step ms (median of per-round differences);
+  **cost/optax.adam** = median of per-round ratios of the costs; **/tree** = step time over the
+  same optimizer's `layout="tree"` row (packed params: over the same optimizer on the tree).
+- **compile**: `jax.jit(step).lower(...)` + `.compile()` of the full step after
+  `jax.clear_caches()`, median of fresh compiles (interleaved; a row whose first compile
+  took over 10 s is compiled once); **/optax.adam** the median per-repeat ratio. `--quick`
+  compiles with XLA's backend optimizations off (fast compiles; its figures mean nothing).
+- **losses**: the MLPs run their real forward pass (residual tanh layers
+  `x + tanh(x W + b) / sqrt(L)`, MSE on a batch of 16); the architecture-shaped trees run a
+  synthetic loss, `sum over leaves of mean(tanh(p) * c_leaf)`, which touches every leaf
+  elementwise at a cost proportional to its bytes, not the real convolutions or attention.
+- **narrowing**: `width` multiplies the dimensions listed per model (kernel sizes and the 3
+  image channels stay); the leaf count is the real architecture's, the parameter count is
+  the narrowed one (the full-width count beside it)."""
+
+
+def _head(res: dict[str, Any]) -> list[str]:
+    meta = res["meta"]
+    head = [
+        f"# Optimizer step on real model trees: `{meta['machine']}`",
+        "",
+        f"- date: {meta['date']}; wall time {meta['wall_s']:.0f} s"
+        + (" (--quick)" if meta["quick"] else ""),
+        f"- jax {meta['jax']}, optax {meta['optax']}, numpy {meta['numpy']}, "
+        f"python {meta['python']}",
+        f"- backend {meta['backend']}, device kind `{meta['device_kind']}`, "
+        f"CPU `{meta['cpu_model']}`, {meta['cores']} cores",
+        f"- float32, learning rate {LR}; {meta['rounds']} rounds x median of {meta['steps']} "
+        f"steps; compile repeats {meta['compile_repeats']}",
+    ]
+    if meta["packed_missing"]:
+        head.append(f"- **packed rows not measured**: {meta['packed_missing']}")
+    return head
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "**MISSED**"
+
+
+def _targets_section(res: dict[str, Any]) -> list[str]:
+    lines = ["## Targets", ""]
+    if not res["targets"]:
+        return lines + ["No target's model and packed rows were measured in this run.", ""]
+    by = {(t["target"], t["variant"]): t for t in res["targets"]}
+    rows = []
+    for key, _model, _figure, threshold, what in TARGETS:
+        for layout in TARGET_LAYOUTS:
+            cells = []
+            for family in OURS:
+                t = by.get((key, f"{family} [{layout}]"))
+                cells.append(
+                    "-" if t is None else f"{t['value']:.2f} {'met' if t['met'] else 'MISSED'}"
+                )
+            if any(c != "-" for c in cells):
+                rows.append([what, layout, f"<= {threshold}", *cells])
+    header = ["target", "ours as", "threshold", *OURS]
+    return lines + _table(header, rows) + [""]
+
+
+def _models_section(res: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            m["title"],
+            str(m["n_leaves"]),
+            _fmt_n(m["n_params"]),
+            _fmt_n(m["full_params"]),
+            f"{m['width']:.4g}",
+            m["narrowed"],
+            f"{m['packed_leaves']} / {m['packed_leaves_full']}",
+            m["loss"],
+        ]
+        for m in res["models"].values()
+    ]
+    header = ["model", "leaves", "params", "full width", "width", "narrowed", "packed", "loss"]
+    note = (
+        '`packed`: leaves `pack` and `layout="packed"` put in flat buffers (fewer than '
+        "2^16 elements), in this run / at full width: narrowing packs more of them."
+    )
+    return ["## Models", "", *_table(header, rows), "", note, ""]
+
+
+def _model_section(m: dict[str, Any]) -> list[str]:
+    lines = [
+        f"## {m['title']}: {m['n_leaves']} leaves, {_fmt_n(m['n_params'])} params",
+        "",
+    ]
+    body = []
+    for r in m["rows"]:
+        body.append(
+            [
+                r["variant"],
+                _g(r["step_ms"]),
+                _g(r["step_cost_ms"]),
+                _f(r["step_cost_vs_adam"]),
+                _f(r["step_vs_tree"]),
+                _g(r["opt_ms"]),
+                _g(r["opt_cost_ms"]),
+                _f(r["opt_cost_vs_adam"]),
+                _g(r["compile_s"]),
+                _f(r["compile_vs_adam"]),
+            ]
+            + ([] if r["donated"] else ["NOT DONATED"])
+        )
+    header = ["row", "step ms", "cost ms", "cost/optax.adam", "/tree"]
+    header += ["opt ms", "opt cost ms", "opt cost/optax.adam", "compile s", "/optax.adam"]
+    return lines + _table(header, body) + [""]
+
+
+def render_markdown(res: dict[str, Any]) -> str:
+    lines = [*_head(res), "", METHOD, "", *_targets_section(res), *_models_section(res)]
+    for m in res["models"].values():
+        lines += _model_section(m)
+    return "\n".join(lines)
+
+
+def write_report(res: dict[str, Any], out: Path, name: str) -> None:
+    """Writes ``out/<name>.md`` and ``.json`` (their paths added to ``res["files"]``), then
+    prints the markdown and the paths written."""
+    md = render_markdown(res)
+    out.mkdir(parents=True, exist_ok=True)
+    md_path, json_path = out / f"{name}.md", out / f"{name}.json"
+    md_path.write_text(md + "\n")
+    res["files"] = {"markdown": str(md_path), "json": str(json_path)}
+    json_path.write_text(json.dumps(res, indent=1, default=_json_default) + "\n")
+    print(md)
+    for path in (md_path, json_path):
+        print(f"wrote {_shown(path)}")
