@@ -296,18 +296,14 @@ def _check_against_state(updates: Tree, state: DissectedState) -> None:
 
 def _packed_inputs(
     updates: Tree, grad_variance: Tree | None, plan: _layout.Plan, count: jax.Array
-) -> tuple[Any, Any]:
-    """The gradient (and the given variance) in the state's packed layout.
-
-    Each is materialised before the update reads it: fused into the update, the
-    concatenate's branches change which product LLVM contracts into an FMA, and the
-    update would differ from the tree layout's in the last bit.
-    """
-    packed = _layout.materialized(_layout.pack_with(updates, plan), count)
+) -> tuple[Any, Any, Any]:
+    """The gradient (and the given variance) in the state's packed layout, and the
+    offsets the update is unpacked at (see :func:`optax_signvar.layout.pack_for_update`)."""
+    packed, offsets = _layout.pack_for_update(updates, plan, count)
     if grad_variance is not None:
-        variance = _layout.pack_with(widen_second(grad_variance), plan, dtypes=False)
-        grad_variance = _layout.materialized(variance, count)
-    return packed, grad_variance
+        variance = widen_second(grad_variance)
+        grad_variance, _ = _layout.pack_for_update(variance, plan, count, dtypes=False)
+    return packed, grad_variance, offsets
 
 
 def _second_decay(point: Dissection, b1: Any, b2: Any) -> Any:
@@ -439,10 +435,12 @@ def scale_by_dissection(
                 "the mini-batch gradient."
             )
         plan = _layout.plan_of((state.mu, state.nu, state.nu_max)) if packs else None
-        treedef = None
+        treedef = offsets = None
         if plan is not None:
             treedef = jax.tree.structure(updates, is_leaf=lambda x: x is None)
-            updates, grad_variance = _packed_inputs(updates, grad_variance, plan, state.count)
+            updates, grad_variance, offsets = _packed_inputs(
+                updates, grad_variance, plan, state.count
+            )
         _check_against_state(updates, state)
         # The rate schedule is read at the count before the increment, as
         # scale_by_learning_rate does; everything else uses t after it.
@@ -456,7 +454,7 @@ def scale_by_dissection(
             direction, rate = _clip_to_bounds(direction, rate, s)
         out = cast_like(direction if rate is None else blocks.multiply(rate, direction), updates)
         if treedef is not None:
-            out = _layout.unpack_as(out, treedef)
+            out = _layout.unpack_as(out, treedef, offsets)
         return out, new_state
 
     # optax's OptState (ArrayTree) has no None leaves, which DissectedState's unused

@@ -19,8 +19,12 @@ import optax_signvar as osv
 from tests.registry import NAMES, dissect_points, make, point_id
 from tests.test_layout import LARGE, SHAPES, assert_same, trajectory, tree_of
 
-if "--xla_cpu_max_isa=AVX" not in os.environ.get("XLA_FLAGS", ""):
-    raise RuntimeError("run through tests/test_layout.py (it sets XLA_FLAGS=--xla_cpu_max_isa=AVX)")
+
+@pytest.fixture(autouse=True)
+def _without_fma():
+    # imported (not run) by pytest's doctest collection, so the check is here, not at import
+    if "--xla_cpu_max_isa=AVX" not in os.environ.get("XLA_FLAGS", ""):
+        pytest.fail("run through tests/test_layout.py (it sets XLA_FLAGS=--xla_cpu_max_isa=AVX)")
 
 
 @pytest.mark.parametrize("name", NAMES)
