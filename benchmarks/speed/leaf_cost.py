@@ -1,7 +1,7 @@
 """Where the per-leaf cost of an optimizer step goes on XLA:CPU.
 
 ``python -m benchmarks.speed.leaf_cost [--quick] [--only SECTIONS] [--json PATH]``
-(about 4 minutes on 2 CPU cores; ``--quick``, sections 1-3 on smaller trees, under 30 s).
+(4-5 minutes on 2 busy CPU cores; ``--quick``: sections 1-3 on smaller trees, ~20 s).
 
 What it measures, on trees of equal float32 leaves, every figure a median over interleaved
 rounds in one process (each round times every runner back to back, on new buffers):
@@ -25,20 +25,24 @@ rounds in one process (each round times every runner back to back, on new buffer
    1-leaf (bandwidth) time, per extra thunk, boundary included; ``us/thunk exec`` is the same
    on the executable part alone; ``us/buffer`` is the boundary's growth per extra buffer.
    ``compile s`` is ``jax.jit(step).lower(...).compile()``.
-2. ``size``: 300 leaves of 1, 128, 129 and 1024 elements, and 300 of 1 element next to
-   one of 2^16: XLA:CPU's ThunkExecutor runs the thunks inline, one after the other, when
+2. ``size``: 300 leaves of 1 and of 1024 elements, and 300 of 1 element next to one of
+   2^16: XLA:CPU's ThunkExecutor runs the thunks inline, one after the other, when
    every buffer is at most 512 bytes (or there are at most 8 thunks), and otherwise as a
    dataflow graph on the intra-op thread pool (thresholds built into jaxlib, no flag).
-3. ``crossover``: per leaf, concatenating N leaves of s elements into one (donated)
+3. ``crossover``: per leaf, concatenating N = 400 leaves of s elements into one (donated)
    buffer against N separate elementwise kernels (``x * c``; one 2^16 leaf beside them so
    the thread pool runs them, as in any model with one large leaf), each against a no-op
-   reference with the same buffers; the leaf size at which the copy costs as much as the
-   fixed cost of one kernel, and as much as what packing saves Adam per leaf.
-4. ``flags`` (subprocesses): the 500-leaf step under each XLA:CPU flag that might change
+   reference with the same buffers. On a linear fit of the copy's cost, the leaf size at
+   which copying a leaf into a packed buffer costs as much as: one kernel here, one thunk
+   of the Adam step (section 2), and what packing Adam's state saves a leaf (2 of its 3
+   thunks, 4 of its 7 boundary buffers; section 1's per-buffer cost at 1000 leaves).
+4. ``flags`` (subprocesses): the 300-leaf step under each XLA:CPU flag that might change
    the per-thunk or per-buffer cost, and on one core; flags this jaxlib rejects say so.
-5. ``trace`` (subprocess, ``--xla_cpu_enable_xprof_traceme``): a ``jax.profiler`` trace of
-   the 1000-leaf boundary step and Adam step, its spans summed per step: where in the
-   runtime the time goes (attribution only: tracing slows every span).
+5. ``trace`` (subprocess, ``--xla_cpu_enable_xprof_traceme``): the 1000-leaf boundary
+   step, Adam step, and Adam step on 1-element leaves; untraced, the call and
+   ``block_until_ready`` timed apart; then a ``jax.profiler`` trace, its spans summed per
+   step: where in the runtime the time goes, and on how many threads the kernels ran
+   (attribution only: tracing slows every span, the kernels' most).
 
 Findings: ``benchmarks/results/per_leaf_cost.md``.
 """
@@ -98,7 +102,7 @@ class Settings:
     steps: int
 
 
-FULL = Settings((1, 10, 50, 200, 1000), 200, 300, 500, (1, 128, 1024, 4096, 8192), 9, 10)
+FULL = Settings((1, 10, 50, 200, 1000), 200, 300, 400, (1, 128, 1024, 4096, 8192), 7, 10)
 QUICK = Settings((1, 50), 50, 100, 100, (1, 512, 8192), 3, 5)
 
 # --------------------------------------------------------------------------- #
@@ -306,8 +310,6 @@ def fusions_per_leaf(n_leaves: int = 10, leaf_size: int = TOTAL // 10) -> dict[s
 def size_cases(n: int) -> dict[str, list[int]]:
     return {
         f"{n} x 1": [1] * n,
-        f"{n} x 128": [128] * n,
-        f"{n} x 129": [129] * n,
         f"{n} x 1024": [1024] * n,
         f"{n} x 1 + 1 x {BIG}": [1] * n + [BIG],
         f"1 x {BIG}": [BIG],
@@ -325,7 +327,8 @@ def run_size(s: Settings) -> list[dict[str, Any]]:
             program(optimizer_step(opt), fresh(params), fresh(state), grads_like(params)),
             program(boundary_step, fresh(params), fresh(state), grads_like(params)),
         )
-    time_programs([p for pair in progs.values() for p in pair], 2 * s.rounds, s.steps)
+    # Small differences on a large boundary: three times the rounds.
+    time_programs([p for pair in progs.values() for p in pair], 3 * s.rounds, s.steps)
     big_exec = paired_ms(*progs[f"1 x {BIG}"])
     big_thunks = progs[f"1 x {BIG}"][0].n_thunks
     rows = []
@@ -430,14 +433,13 @@ def crossing(rows: list[dict[str, Any]], target: float) -> float | None:
 # 4. XLA flags, each in a subprocess.
 # --------------------------------------------------------------------------- #
 
-PROBE_LEAVES = 500
+PROBE_LEAVES = 300
 TRACE_LEAVES = 1000
 FLAG_CONFIGS: tuple[tuple[str, str], ...] = (
     ("default", ""),
     ("--xla_cpu_multi_thread_eigen=false", "Eigen's intra-op threads off"),
     ("--xla_cpu_use_thunk_runtime=false", "the pre-thunk runtime"),
-    ("--xla_cpu_enable_concurrency_optimized_scheduler=true", "scheduler for concurrency"),
-    ("--xla_cpu_enable_concurrency_optimized_scheduler=false", "scheduler for memory"),
+    ("--xla_cpu_enable_concurrency_optimized_scheduler=false", "not the default scheduler"),
     ("--xla_cpu_use_fusion_emitters=false", "the older loop emitters"),
     ("--xla_cpu_parallel_codegen_split_count=1", "compile: one LLVM module"),
     ("--xla_cpu_use_multi_output_fusion=true", "fuse m, v and p of a leaf"),
@@ -467,15 +469,12 @@ def program_digest(hlo_text: str) -> str:
 
 
 def child(args: list[str], xla_flags: str = "", one_core: bool = False) -> tuple[Any, str]:
-    """Runs this module with ``args`` in a fresh process; its last stdout line as JSON."""
+    """Runs this module with ``args`` in a fresh process; its last stdout line as JSON. With
+    ``one_core`` the child pins itself to one CPU before XLA starts its threads."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env.update(JAX_PLATFORMS="cpu", **({"XLA_FLAGS": xla_flags} if xla_flags else {}))
-    core = min(os.sched_getaffinity(0))
-
-    def pin() -> None:
-        os.sched_setaffinity(0, {core})
-
-    cmd = [sys.executable, "-m", "benchmarks.speed.leaf_cost", *args]
+    pin = ["--pin-core", str(min(os.sched_getaffinity(0)))] if one_core else []
+    cmd = [sys.executable, "-m", "benchmarks.speed.leaf_cost", *args, *pin]
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
         proc = subprocess.run(
@@ -485,7 +484,6 @@ def child(args: list[str], xla_flags: str = "", one_core: bool = False) -> tuple
             capture_output=True,
             text=True,
             timeout=150,
-            preexec_fn=pin if one_core else None,
         )
     except subprocess.TimeoutExpired:
         return None, "timed out"
@@ -739,6 +737,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--json", default=None, help="also write the raw results here")
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--trace-probe", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--pin-core", type=int, default=None, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
@@ -778,6 +777,8 @@ def run_section(section: str, s: Settings, done: dict[str, Any]) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.pin_core is not None:  # before the backend starts its thread pools
+        os.sched_setaffinity(0, {args.pin_core})
     jax.config.update("jax_platforms", "cpu")
     if args.probe or args.trace_probe:
         print(json.dumps(probe() if args.probe else trace_probe()))
