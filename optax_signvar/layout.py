@@ -391,7 +391,27 @@ def unpack(packed: Packed) -> Tree:
     """
     if not isinstance(packed, Packed):
         raise TypeError(f"unpack takes a Packed (from optax_signvar.pack), got {type(packed)}.")
+    return _unpack(packed)
+
+
+# The derivative of the slices, as JAX forms it, pads each leaf's cotangent to the
+# whole buffer and sums the pads: a buffer-sized add per leaf (a train step on 1,000
+# packed leaves took a second). The cotangent is the cotangent tree packed: one
+# concatenate.
+@jax.custom_vjp
+def _unpack(packed: Packed) -> Tree:
     return unpack_as(packed, packed.plan.treedef)
+
+
+def _unpack_fwd(packed: Packed) -> tuple[Tree, Packed]:
+    return _unpack(packed), Packed((), (), packed.plan)
+
+
+def _unpack_bwd(residual: Packed, cotangent: Tree) -> tuple[Packed]:
+    return (pack_with(cotangent, residual.plan, dtypes=False),)
+
+
+_unpack.defvjp(_unpack_fwd, _unpack_bwd)
 
 
 def unpack_as(packed: Packed, treedef: Any, offsets: tuple[Any, ...] | None = None) -> Tree:
@@ -465,15 +485,20 @@ def pack_for_update(tree: Tree, plan: Plan, count: jax.Array, **kwargs: Any) -> 
     """
     packed = pack_with(tree, plan, **kwargs)
     wanted = [slot[1].offset for slot in plan.slots if slot is not None and slot[0] != "large"]
+    if not wanted:
+        return packed, None
     offsets = tuple(jnp.int32(o) for o in wanted)
 
-    def taken() -> tuple[Packed, tuple]:
-        return packed, offsets
+    # only the buffers go through: a large leaf would be copied for nothing
+    def taken() -> tuple[Any, tuple]:
+        return packed.buffers, offsets
 
-    def never() -> tuple[Packed, tuple]:
-        return jax.tree.map(jnp.zeros_like, packed), tuple(jnp.int32(0) for _ in wanted)
+    def never() -> tuple[Any, tuple]:
+        zeros = tuple(jnp.zeros_like(b) for b in packed.buffers)
+        return zeros, tuple(jnp.int32(0) for _ in wanted)
 
-    packed, values = lax.cond(count >= 0, taken, never)
+    buffers, values = lax.cond(count >= 0, taken, never)
+    packed = Packed(buffers, packed.large, plan)
     values = iter(values)
     by_slot = tuple(
         next(values) if slot is not None and slot[0] != "large" else None for slot in plan.slots
