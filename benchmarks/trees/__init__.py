@@ -27,8 +27,9 @@ issue's targets (``analysis.TARGETS``).
 
 Usage::
 
-    python -m benchmarks.trees                    # full run, about 10 minutes on 2 CPU cores
-    python -m benchmarks.trees --quick            # smoke run: tiny widths, 1 round
+    python -m benchmarks.trees             # full run, ~17 minutes on 2 shared CPU cores
+    python -m benchmarks.trees --quick     # smoke run: ~1-2 minutes (tiny widths, 1 round,
+                                           # ResNet-18, 200-leaf MLP, 40 large leaves, adam)
     python -m benchmarks.trees --models mlp1000 large40 --optimizers adam \\
         --rounds 5 --steps 10 --compile-repeats 3 --out DIR --no-progress
 

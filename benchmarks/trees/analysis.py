@@ -52,23 +52,34 @@ def _tree_counterpart(row: dict[str, Any]) -> str | None:
     return None
 
 
+def _step_figures(r: dict[str, Any], by: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The full step's derived figures (None where the row's full step was skipped)."""
+    floor, adam, tree = by[FLOOR], by[ADAM], _tree_counterpart(r)
+    if any(x["step_s"] is None for x in (r, floor, adam)):
+        return dict.fromkeys(("step_cost_ms", "step_cost_vs_adam", "compile_vs_adam"))
+    diffs = [x - f for x, f in zip(r["step_s"], floor["step_s"], strict=True)]
+    return {
+        "step_cost_ms": 1e3 * median(diffs),
+        "step_cost_vs_adam": _cost_ratio(r["step_s"], floor["step_s"], adam["step_s"]),
+        "compile_vs_adam": _compile_ratio(_compile_times(r), _compile_times(adam)),
+        "step_vs_tree": _ratio(r["step_s"], by[tree]["step_s"])
+        if tree and by[tree]["step_s"]
+        else None,
+    }
+
+
 def derive(rows: list[dict[str, Any]]) -> None:
     """Adds the derived figures to every row of one model, in place."""
     by = {r["variant"]: r for r in rows}
     floor, adam = by[FLOOR], by[ADAM]
     for r in rows:
-        r["step_cost_ms"] = 1e3 * median(
-            [x - f for x, f in zip(r["step_s"], floor["step_s"], strict=True)]
-        )
-        r["opt_cost_ms"] = 1e3 * median(
-            [x - f for x, f in zip(r["opt_s"], floor["opt_s"], strict=True)]
-        )
-        r["step_cost_vs_adam"] = _cost_ratio(r["step_s"], floor["step_s"], adam["step_s"])
-        r["opt_cost_vs_adam"] = _cost_ratio(r["opt_s"], floor["opt_s"], adam["opt_s"])
-        r["compile_vs_adam"] = _compile_ratio(_compile_times(r), _compile_times(adam))
         tree = _tree_counterpart(r)
         r["vs_tree"] = tree
-        r["step_vs_tree"] = _ratio(r["step_s"], by[tree]["step_s"]) if tree else None
+        r["step_vs_tree"] = None
+        r.update(_step_figures(r, by))
+        diffs = [x - f for x, f in zip(r["opt_s"], floor["opt_s"], strict=True)]
+        r["opt_cost_ms"] = 1e3 * median(diffs)
+        r["opt_cost_vs_adam"] = _cost_ratio(r["opt_s"], floor["opt_s"], adam["opt_s"])
         r["opt_vs_tree"] = _ratio(r["opt_s"], by[tree]["opt_s"]) if tree else None
 
 
@@ -88,7 +99,7 @@ def targets(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 row = _row_for(models[model]["rows"], family, layout)
                 if row is None:
                     continue
-                value = row[figure]
+                value = row[figure]  # None: the row's full step was skipped
                 out.append(
                     {
                         "target": key,
@@ -98,7 +109,7 @@ def targets(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                         "threshold": threshold,
                         "variant": row["variant"],
                         "value": value,
-                        "met": bool(value <= threshold),
+                        "met": None if value is None else bool(value <= threshold),
                     }
                 )
     return out

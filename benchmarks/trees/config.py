@@ -14,6 +14,12 @@ from benchmarks.trees.variants import OURS
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results"
 
 
+# --quick's defaults: a smoke run is mostly compiles, and the 1,000-leaf MLP alone compiles
+# for minutes.
+QUICK_MODELS = ("resnet18", "mlp200", "large40")
+QUICK_OPTIMIZERS = ("adam",)
+
+
 @dataclass
 class Config:
     models: list[str]
@@ -38,7 +44,12 @@ def _parser() -> argparse.ArgumentParser:
 
     description = (benchmarks.trees.__doc__ or "").split("\n\n")[0]
     ap = argparse.ArgumentParser(prog="python -m benchmarks.trees", description=description)
-    ap.add_argument("--quick", action="store_true", help="tiny widths, 1 round (smoke run)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: tiny widths, 1 round, models {' '.join(QUICK_MODELS)} and "
+        f"optimizer {' '.join(QUICK_OPTIMIZERS)} unless given",
+    )
     ap.add_argument("--models", nargs="+", help=f"a subset of {' '.join(SPEC_BY_NAME)}")
     ap.add_argument("--optimizers", nargs="+", help=f"a subset of ours: {' '.join(OURS)}")
     ap.add_argument("--rounds", type=int, help="rounds of interleaved timing (default 5)")
@@ -59,9 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _names(ap: argparse.ArgumentParser, given: list[str] | None, known: Sequence[str]) -> list[str]:
-    """``--models a,b`` and ``--models a b`` both work; none given: all ``known``."""
-    names = [n for arg in given or [] for n in arg.split(",") if n] or list(known)
+def _names(
+    ap: argparse.ArgumentParser,
+    given: list[str] | None,
+    known: Sequence[str],
+    default: Sequence[str],
+) -> list[str]:
+    """``--models a,b`` and ``--models a b`` both work; none given: ``default``."""
+    names = [n for arg in given or [] for n in arg.split(",") if n] or list(default)
     unknown = [n for n in names if n not in known]
     if unknown:
         ap.error(f"unknown names {unknown}; choose from {list(known)}")
@@ -72,8 +88,8 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     ap = _parser()
     a = ap.parse_args(argv)
     return Config(
-        models=_names(ap, a.models, list(SPEC_BY_NAME)),
-        optimizers=_names(ap, a.optimizers, OURS),
+        models=_names(ap, a.models, list(SPEC_BY_NAME), QUICK_MODELS if a.quick else SPEC_BY_NAME),
+        optimizers=_names(ap, a.optimizers, OURS, QUICK_OPTIMIZERS if a.quick else OURS),
         rounds=a.rounds or (1 if a.quick else 5),
         steps=a.steps or (2 if a.quick else 10),
         compile_repeats=a.compile_repeats,

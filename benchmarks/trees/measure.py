@@ -24,6 +24,9 @@ from benchmarks.trees.variants import LR, Variant, pack, unpack
 ROUND_BUDGET_S = 0.25
 # A full step whose first compile took longer is not compiled again (one sample).
 COMPILE_REPEAT_LIMIT_S = 10.0
+# A full step slower than this is timed once, not in rounds; if it is a packed-params row,
+# the model's later packed-params rows are skipped: they share what makes it slow (unpack).
+SLOW_STEP_S = 1.0
 
 
 def _apply(opt: optax.GradientTransformation | None, params, state, grads):
@@ -66,6 +69,8 @@ class CompiledRunner(Runner):
         self.loss = loss
         self.donated = None
         self.timed_steps = 0
+        self.slow: float | None = None  # the one step's seconds, where too slow to time
+        self.skipped = False  # not compiled: an earlier row of its kind was too slow
 
     def warm(self, n: int) -> None:
         old = jax.tree.leaves((self.a, self.b[0] if self.loss else self.b))
@@ -110,24 +115,40 @@ def _full_runner(model: Model, v: Variant) -> tuple[Callable, CompiledRunner]:
     return fn, CompiledRunner(None, params, carry, model.batch, loss=True)
 
 
+def _probe(r: CompiledRunner, v: Variant, slow_packed: list[str]) -> None:
+    """Times ``r``'s first step: one slower than :data:`SLOW_STEP_S` is not timed in rounds
+    (``r.slow``); a packed-params one has the model's later packed-params rows skipped."""
+    t0 = time.perf_counter()
+    r.warm(1)
+    if time.perf_counter() - t0 > SLOW_STEP_S:
+        r.slow = time.perf_counter() - t0
+        if v.packed_params:
+            slow_packed.append(v.name)
+
+
 def _compile_full_steps(model: Model, vs: Sequence[Variant], cfg: Config, bar: Any):
-    """Each row's full step compiled ``cfg.compile_repeats_for`` times from scratch, interleaved;
-    the first compile of each becomes its runner. Returns the runners and compile times."""
+    """Each row's full step compiled ``cfg.compile_repeats_for`` times from scratch,
+    interleaved; the first compile of each becomes its runner, probed by one step (see
+    :func:`_probe`). Returns the runners and compile times."""
     repeats = cfg.compile_repeats_for(model.spec.name)
     made = [_full_runner(model, v) for v in vs]
     lower: list[list[float]] = [[] for _ in vs]
     xla: list[list[float]] = [[] for _ in vs]
+    slow_packed: list[str] = []
     for rep in range(repeats):
         for i, (v, (fn, r)) in enumerate(zip(vs, made, strict=True)):
-            if rep and lower[i][0] + xla[i][0] > COMPILE_REPEAT_LIMIT_S:
-                bar.update(1)
+            bar.update(1)
+            if rep == 0 and v.packed_params and slow_packed:
+                r.skipped = True
+            if r.skipped or (rep and lower[i][0] + xla[i][0] > COMPILE_REPEAT_LIMIT_S):
                 continue
             bar.set_description(f"{model.spec.name}: compile {v.name}")
             compiled, t_lower, t_xla = timed_compile(fn, (r.a, r.b, r.c), compiler_options(cfg))
-            r.compiled = r.compiled or compiled
             lower[i].append(t_lower)
             xla[i].append(t_xla)
-            bar.update(1)
+            if rep == 0:
+                r.compiled = compiled
+                _probe(r, v, slow_packed)
     return [r for _, r in made], lower, xla
 
 
@@ -183,29 +204,53 @@ def task_count(n_variants: int, compile_repeats: int, rounds: int) -> int:
     return n_variants * (compile_repeats + 1) + 2 * rounds
 
 
+def _full_times(full: list[CompiledRunner], cfg: Config, bar: Any, what: str) -> list:
+    """Per-round times of the rows timed in rounds; ``[slow] * rounds`` for a slow row,
+    None for a skipped one."""
+    timed = [r for r in full if r.slow is None and not r.skipped]
+    times = iter(_timed_rounds(timed, cfg, bar, what))
+    out = []
+    for r in full:
+        if r.skipped:
+            out.append(None)
+            r.close()
+        elif r.slow is not None:
+            out.append([r.slow] * cfg.rounds)
+            r.close()
+        else:
+            out.append(next(times))
+    return out
+
+
+def _ms(times: list[float] | None) -> float | None:
+    return None if times is None else 1e3 * median(times)
+
+
 def measure_model(model: Model, vs: Sequence[Variant], cfg: Config, bar: Any) -> list[dict]:
     """Raw figures of every row of ``model``: per-round step times, compile times."""
     full, lower, xla = _compile_full_steps(model, vs, cfg, bar)
-    full_times = _timed_rounds(full, cfg, bar, f"{model.spec.name}: full step")
-    donated_full = [r.donated for r in full]
+    full_times = _full_times(full, cfg, bar, f"{model.spec.name}: full step")
     opt_runners = _optimizer_runners(model, vs, cfg, bar)
     opt_times = _timed_rounds(opt_runners, cfg, bar, f"{model.spec.name}: optimizer alone")
     rows = []
     for i, v in enumerate(vs):
+        compiles = [a + b for a, b in zip(lower[i], xla[i], strict=True)]
+        status = "skipped" if full[i].skipped else "slow" if full[i].slow else "ok"
         rows.append(
             {
                 "variant": v.name,
                 "family": v.family,
                 "layout": v.layout,
                 "packed_params": v.packed_params,
+                "status": status,
                 "step_s": full_times[i],
                 "opt_s": opt_times[i],
                 "compile_lower_s": lower[i],
                 "compile_xla_s": xla[i],
-                "step_ms": 1e3 * median(full_times[i]),
-                "opt_ms": 1e3 * median(opt_times[i]),
-                "compile_s": median([a + b for a, b in zip(lower[i], xla[i], strict=True)]),
-                "donated": bool(donated_full[i] and opt_runners[i].donated),
+                "step_ms": _ms(full_times[i]),
+                "opt_ms": _ms(opt_times[i]),
+                "compile_s": median(compiles) if compiles else None,
+                "donated": bool(full[i].skipped or full[i].donated) and opt_runners[i].donated,
                 "timed_steps": [full[i].timed_steps, opt_runners[i].timed_steps],
             }
         )

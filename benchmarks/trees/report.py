@@ -8,6 +8,7 @@ from typing import Any
 
 from benchmarks.speed.report import _f, _fmt_n, _g, _json_default, _shown, _table
 from benchmarks.trees.analysis import TARGET_LAYOUTS, TARGETS
+from benchmarks.trees.measure import SLOW_STEP_S
 from benchmarks.trees.variants import LR, OURS
 
 __all__ = ["render_markdown", "write_report"]
@@ -25,7 +26,10 @@ they are), the loss reads `optax_signvar.unpack(packed)`, and the optimizer (our
   on fixed gradients, without the loss. Times are medians over interleaved rounds (every row
   of a model timed back to back each round, each round on new buffers) of per-round medians
   of the steps given in the head; a row slower than 1/4 s over those steps is timed on
-  fewer (at least 1) per round (the JSON's `timed_steps`).
+  fewer (at least 1) per round (the JSON's `timed_steps`); a row whose first step takes
+  over 1 s is timed by that one step, and if it is a packed-params row, the model's later
+  packed-params rows are skipped (their full step; they share `unpack`, what makes it
+  slow): both flagged in the last column.
 - **cost** = step ms minus the floor's step ms (median of per-round differences);
   **cost/optax.adam** = median of per-round ratios of the costs; **/tree** = step time over the
   same optimizer's `layout="tree"` row (packed params: over the same optimizer on the tree).
@@ -54,15 +58,27 @@ def _head(res: dict[str, Any]) -> list[str]:
         f"- backend {meta['backend']}, device kind `{meta['device_kind']}`, "
         f"CPU `{meta['cpu_model']}`, {meta['cores']} cores",
         f"- float32, learning rate {LR}; {meta['rounds']} rounds x median of {meta['steps']} "
-        f"steps; compile repeats {meta['compile_repeats']}",
+        "steps; compile repeats "
+        + ", ".join(f"{k} {v}" for k, v in meta["compile_repeats"].items()),
     ]
+    if meta.get("load_avg"):
+        start, end = meta["load_avg"]
+        head.append(
+            f"- load average (1 min) {start:.1f} at the start, {end:.1f} at the end, on "
+            f"{meta['cores']} cores: other work shares the machine when it exceeds the "
+            "benchmark's own ~1"
+        )
     if meta["packed_missing"]:
         head.append(f"- **packed rows not measured**: {meta['packed_missing']}")
     return head
 
 
-def _verdict(met: bool) -> str:
-    return "met" if met else "**MISSED**"
+def _target_cell(t: dict[str, Any] | None) -> str:
+    if t is None:
+        return "-"
+    if t["met"] is None:
+        return "not measured"
+    return f"{t['value']:.2f} " + ("met" if t["met"] else "**MISSED**")
 
 
 def _targets_section(res: dict[str, Any]) -> list[str]:
@@ -75,10 +91,7 @@ def _targets_section(res: dict[str, Any]) -> list[str]:
         for layout in TARGET_LAYOUTS:
             cells = []
             for family in OURS:
-                t = by.get((key, f"{family} [{layout}]"))
-                cells.append(
-                    "-" if t is None else f"{t['value']:.2f} {'met' if t['met'] else 'MISSED'}"
-                )
+                cells.append(_target_cell(by.get((key, f"{family} [{layout}]"))))
             if any(c != "-" for c in cells):
                 rows.append([what, layout, f"<= {threshold}", *cells])
     header = ["target", "ours as", "threshold", *OURS]
@@ -107,6 +120,13 @@ def _models_section(res: dict[str, Any]) -> list[str]:
     return ["## Models", "", *_table(header, rows), "", note, ""]
 
 
+_STATUS = {
+    "ok": "",
+    "slow": f"one step (over {SLOW_STEP_S:g} s: not timed in rounds)",
+    "skipped": f"full step skipped (an earlier packed-params row was over {SLOW_STEP_S:g} s)",
+}
+
+
 def _model_section(m: dict[str, Any]) -> list[str]:
     lines = [
         f"## {m['title']}: {m['n_leaves']} leaves, {_fmt_n(m['n_params'])} params",
@@ -127,10 +147,10 @@ def _model_section(m: dict[str, Any]) -> list[str]:
                 _g(r["compile_s"]),
                 _f(r["compile_vs_adam"]),
             ]
-            + ([] if r["donated"] else ["NOT DONATED"])
+            + [_STATUS[r["status"]] + ("" if r["donated"] else " NOT DONATED")]
         )
     header = ["row", "step ms", "cost ms", "cost/optax.adam", "/tree"]
-    header += ["opt ms", "opt cost ms", "opt cost/optax.adam", "compile s", "/optax.adam"]
+    header += ["opt ms", "opt cost ms", "opt cost/optax.adam", "compile s", "/optax.adam", ""]
     return lines + _table(header, body) + [""]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import time
 from collections.abc import Sequence
@@ -49,6 +50,13 @@ def _measure(cfg: Config, vs: Sequence[Variant]) -> dict[str, Any]:
     return models
 
 
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def _meta(cfg: Config, machine: str, packed_missing: str | None) -> dict[str, Any]:
     return {
         "machine": machine,
@@ -75,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark with command-line ``argv``; returns the results (also as JSON)."""
     cfg = parse_args(argv)
     t_start = time.perf_counter()
+    load_start = _load()
     missing = packed_api_missing()
     vs = variants(missing is None, cfg.optimizers)
     models = _measure(cfg, vs)
@@ -86,5 +95,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "targets": targets(models),
     }
     res["meta"]["wall_s"] = time.perf_counter() - t_start
+    res["meta"]["load_avg"] = None if load_start is None else [load_start, _load()]
     write_report(res, cfg.out, machine)
     return res
