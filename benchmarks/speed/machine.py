@@ -37,3 +37,20 @@ def machine_slug() -> str:
     model = model.split("@")[0]  # an Intel model name's clock says nothing the model doesn't
     model = re.sub(r"\b(cpu|processor)\b", " ", model)
     return f"{_slug(model)}_{cpu_cores()}cpu_{_slug(jax.devices()[0].device_kind)}"
+
+
+def environment() -> dict:
+    """The versions and the machine a result was measured with, for a report's head."""
+    import numpy as np
+    import optax
+
+    return {
+        "jax": jax.__version__,
+        "optax": optax.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "backend": jax.default_backend(),
+        "device_kind": jax.devices()[0].device_kind,
+        "cpu_model": cpu_model(),
+        "cores": cpu_cores(),
+    }

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import datetime
 import importlib.util
-import platform
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import jax
-import numpy as np
-import optax
-
 from benchmarks.speed.compile_time import compile_entries, measure_compiles
 from benchmarks.speed.config import PAIR_BY_NAME, TORCH_ALTERNATIVES, Config, Pair, parse_args
 from benchmarks.speed.harness import progress_bar
-from benchmarks.speed.machine import cpu_cores, cpu_model, machine_slug
+from benchmarks.speed.machine import environment, machine_slug
 from benchmarks.speed.memory import memory_summary
 from benchmarks.speed.report import write_report
 from benchmarks.speed.step import measure_copy, measure_layout
@@ -64,16 +59,9 @@ def _meta(cfg: Config, machine: str, torch_note: str | None, ran_torch: bool) ->
     return {
         "machine": machine,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "jax": jax.__version__,
-        "optax": optax.__version__,
+        **environment(),
         "torch": torch_version,
         "torch_note": torch_note,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "backend": jax.default_backend(),
-        "device_kind": jax.devices()[0].device_kind,
-        "cpu_model": cpu_model(),
-        "cores": cpu_cores(),
         "quick": cfg.quick,
         "sizes": cfg.sizes,
         "steps": cfg.steps,

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import jax
-import numpy as np
-import optax
-
 from benchmarks.speed.harness import progress_bar
-from benchmarks.speed.machine import cpu_cores, cpu_model, machine_slug
+from benchmarks.speed.machine import environment, machine_slug
 from benchmarks.trees import shapes as S
 from benchmarks.trees.analysis import derive, targets
 from benchmarks.trees.config import Config, parse_args
@@ -61,14 +56,7 @@ def _meta(cfg: Config, machine: str, packed_missing: str | None) -> dict[str, An
     return {
         "machine": machine,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "jax": jax.__version__,
-        "optax": optax.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "backend": jax.default_backend(),
-        "device_kind": jax.devices()[0].device_kind,
-        "cpu_model": cpu_model(),
-        "cores": cpu_cores(),
+        **environment(),
         "quick": cfg.quick,
         "models": cfg.models,
         "optimizers": cfg.optimizers,
