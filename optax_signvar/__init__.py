@@ -12,8 +12,8 @@ The layers, in the order of the papers:
 4. the named optimizers (``adam``, ``amsgrad``, ``adabound``, ``amsbound``,
    ``adaboundw``, ``amsboundw``, ``m_sgd``, ``ssd``, ``m_ssd``, ``svag``,
    ``m_svag``, ``m_vassd``) and their unit-rate ``scale_by_*`` transformations;
-5. :func:`diagnostics`, :func:`per_example_grad_moments`, :func:`save_state` /
-   :func:`restore_state`.
+5. :func:`diagnostics`, :func:`per_example_grad_moments`,
+   :func:`gradient_noise_statistics`, :func:`save_state` / :func:`restore_state`.
 
 The research tools (``ablate``, the papers' problems) live in
 :mod:`optax_signvar.research`, which this import does not load.
@@ -45,8 +45,9 @@ from optax_signvar.checkpoint import restore_state, save_state
 from optax_signvar.dissection import Bounds, Dissection
 from optax_signvar.factory import dissect
 from optax_signvar.layout import Packed, pack, unpack
-from optax_signvar.minibatch import per_example_grad_moments
+from optax_signvar.minibatch import grad_moments_paths, per_example_grad_moments
 from optax_signvar.monitoring import diagnostics
+from optax_signvar.noise_scale import gradient_noise_statistics
 from optax_signvar.scale_by import (
     scale_by_adabound,
     scale_by_adam,
@@ -76,6 +77,8 @@ __all__ = [
     "blocks",
     "diagnostics",
     "dissect",
+    "grad_moments_paths",
+    "gradient_noise_statistics",
     "layout",
     "m_sgd",
     "m_ssd",

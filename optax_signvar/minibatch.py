@@ -11,15 +11,20 @@ supplement D), and passed to ``svag``, ``m_svag``, ``m_vassd`` or
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optax_signvar import _moment_rules
 from optax_signvar._tree import abs_sq, real_dtype
 
-__all__ = ["per_example_grad_moments"]
+__all__ = ["grad_moments_paths", "per_example_grad_moments"]
+
+Method = Literal["auto", "vmap"]
+METHODS: tuple[str, ...] = ("auto", "vmap")
+_HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def _accumulator_dtype(dtype: Any) -> jnp.dtype:
@@ -74,17 +79,27 @@ def _batch_size(batch: Any) -> int:
     return sizes.pop()
 
 
-def _mean_and_m2(grads: Any) -> tuple[Any, Any]:
-    """Mean over axis 0 and the sum of squared deviations from it, per leaf.
+def _mean_and_m2(g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean over axis 0 and the sum of squared deviations from it, of one leaf.
 
-    The centred sum (two passes over the per-example gradients, which are in
-    memory anyway) keeps the variance accurate where it is tiny next to the
-    squared mean; ``sum(G**2) - B * mean**2`` would cancel to noise there in
-    float32, or go negative.
+    The centred sum (two passes over the per-example gradients) keeps the
+    variance accurate where it is tiny next to the squared mean;
+    ``sum(G**2) - B * mean**2`` would cancel to noise there in float32, or go
+    negative. Both sums over the batch axis are products with a vector of
+    ones: XLA:CPU hands reductions over a major axis to a library that is 6-8x
+    slower than a matrix-vector product (the ``method="vmap"`` moments of a
+    784-512-512-10 MLP at batch 128: 1.36 s against 0.27 s). One case goes the
+    other way: where a per-example gradient is itself a fused sum (an RNN
+    unrolled in Python, ``method="vmap"``), XLA recomputes it inside both
+    products (0.57 s against 0.09 s); ``method="auto"`` does not form it so.
     """
-    mean = jax.tree.map(lambda g: jnp.mean(g.astype(_accumulator_dtype(g.dtype)), axis=0), grads)
-    m2 = jax.tree.map(lambda g, m: jnp.sum(abs_sq(g.astype(m.dtype) - m), axis=0), grads, mean)
-    return mean, m2
+    acc = _accumulator_dtype(g.dtype)
+    n, shape = g.shape[0], g.shape[1:]
+    flat = g.astype(acc).reshape(n, int(np.prod(shape, dtype=int)))
+    mean = jnp.dot(jnp.ones((n,), acc), flat, precision=_HIGHEST) / n
+    deviations = abs_sq(flat - mean)
+    m2 = jnp.dot(jnp.ones((n,), deviations.dtype), deviations, precision=_HIGHEST)
+    return mean.reshape(shape), m2.reshape(shape)
 
 
 def per_example_grad_moments(
@@ -94,6 +109,7 @@ def per_example_grad_moments(
     *,
     axis_name: Hashable | None = None,
     chunk_size: int | None = None,
+    method: Method = "auto",
 ) -> tuple[Any, Any]:
     r"""Mean gradient of a batch and the variance of that mini-batch gradient.
 
@@ -110,21 +126,40 @@ def per_example_grad_moments(
     and ``dissect(..., variance="minibatch")`` take as
     ``update(..., grad_variance=s)`` in place of their moving-average estimate.
 
-    The per-example gradients are ``jax.vmap(jax.grad(loss_fn), in_axes=(None,
-    0))``. The variance is computed from deviations from the mean (merged
-    across chunks and devices with Chan et al.'s pairwise update), not as the
-    difference of the two means above, which cancels catastrophically in
-    float32 where the variance is small next to :math:`\bar g^2` (chunked, the
-    running mean is rounded once per chunk, so there the result is a little
-    less accurate than in one pass, ~1e-3 relative at a mean 1e5 times the
-    spread, against no correct digit for the difference of means). Sums are
-    kept in float32 at least (float64 for float64 gradients); the results are
-    cast back to the parameters' dtypes.
+    **How** (``method="auto"``, the default): ``loss_fn`` is traced for one
+    example and evaluated on the batch; where a parameter meets the example (a
+    matrix product, a convolution, an embedding lookup, an elementwise scale
+    or shift) its per-example gradient is formed from that operation's inputs
+    and the per-example gradient of the loss with respect to its output, all of
+    which one backward pass of the summed loss gives (the output perturbation
+    trick of BackPACK and Goodfellow's per-example norms). A dense layer
+    applied to a vector forms no per-example gradient at all: its gradient is
+    the outer product :math:`x_k\delta_k^\top`, so
+    :math:`\sum_k G_k^2 = (x^{2})^\top \delta^{2}` is one more matrix product;
+    an embedding lookup sums its output gradients per (example, row) instead.
+    The cost is about that of one gradient of the mean loss (1.2-2x on the
+    models of ``python -m benchmarks.moments``) instead of :math:`B`
+    backward passes. :func:`grad_moments_paths` reports the path of each
+    leaf; a parameter that reaches the loss without meeting the example falls
+    back to ``method="vmap"`` for that leaf. ``method="vmap"``: every leaf by
+    ``jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))``, the reference.
 
-    Memory: the per-example gradients take :math:`B` (or ``chunk_size``) times
-    the size of ``params``, plus two parameter-sized accumulators (the mean and
-    the sum of squared deviations, in the accumulation dtype; chunked, two more
-    for the chunk's own).
+    **Accuracy.** The variance comes from deviations from the mean, not as
+    the difference of the two means above, which cancels catastrophically in
+    float32 where the variance is small next to :math:`\bar g^2`: per-example
+    gradients are centred directly; factored dense leaves centre their inputs
+    and output gradients first (three products instead of two), lookups their
+    per-(example, row) sums. Chunks and devices are merged with Chan et al.'s
+    pairwise update (chunked, the running mean is rounded once per chunk, ~1e-3
+    relative at a mean 1e5 times the spread, against no correct digit for the
+    difference of means). Sums are kept in float32 at least (float64 for
+    float64 gradients); the results are cast back to the parameters' dtypes.
+
+    Memory: one backward pass, plus :math:`B` (or ``chunk_size``) times the
+    size of each leaf whose per-example gradients are formed (biases,
+    convolution kernels, norms, weights applied along a sequence), plus two
+    parameter-sized accumulators. ``method="vmap"``: :math:`B` times the size
+    of ``params``.
 
     Args:
       loss_fn: ``loss_fn(params, example) -> scalar``, the loss of *one*
@@ -144,6 +179,9 @@ def per_example_grad_moments(
         (``jax.lax.scan`` over chunks), so that only ``chunk_size`` of them are
         in memory instead of :math:`B`. Must divide the (local) batch size.
         ``None``: all at once.
+      method: ``"auto"`` (default): per-operation rules, with the per-example
+        path only for the leaves no rule covers; ``"vmap"``: the per-example
+        path (``jax.vmap`` of ``jax.grad``) for every leaf.
 
     Returns:
       ``(grad_mean, grad_variance)``: two pytrees with the structure and the
@@ -153,7 +191,8 @@ def per_example_grad_moments(
     Raises:
       ValueError: if the batch leaves have no common axis-0 size, if
         ``chunk_size`` is not a positive divisor of the local batch size, or if
-        the global batch size is 1 (the variance is undefined).
+        the global batch size is 1 (the variance is undefined), or if
+        ``method`` is not one of ``"auto"``, ``"vmap"``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -184,6 +223,12 @@ def per_example_grad_moments(
         )
 
     References:
+      Dangel, Kunstner & Hennig, `BackPACK: Packing more into Backprop
+      <https://arxiv.org/abs/1912.10985>`_, ICLR 2020.
+
+      Goodfellow, `Efficient Per-Example Gradient Computations
+      <https://arxiv.org/abs/1510.01799>`_, 2015.
+
       Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
       Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, sec. 4.1 and
       supplement D, ICML 2018.
@@ -194,6 +239,7 @@ def per_example_grad_moments(
     """
     local_size = _batch_size(batch)
     chunk_size = _checked_chunk_size(chunk_size, local_size)
+    _checked_method(method)
     # psum of a Python int is a Python int: the global size is known statically.
     size = local_size if axis_name is None else jax.lax.psum(local_size, axis_name)
     if isinstance(size, int) and size < 2:
@@ -203,23 +249,73 @@ def per_example_grad_moments(
             f"got B == {size}{where}."
         )
 
-    per_example_grads = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))
-    dtypes = jax.tree.map(jnp.result_type, params)
-    if axis_name is not None:
-        params = _varying(params, axis_name)
+    leaves, treedef = jax.tree.flatten(params)
+    dtypes = [jnp.result_type(x) for x in leaves]
+    vary = (lambda t: t) if axis_name is None else (lambda t: _varying(t, axis_name))
+    leaves = vary(leaves)
+    moments = _moments_function(loss_fn, treedef, leaves, batch, method, vary)
     if chunk_size is None or chunk_size == local_size:
-        mean, m2 = _mean_and_m2(per_example_grads(params, batch))
+        mean, m2 = moments(batch)
     else:
-        mean, m2 = _chunked_mean_and_m2(per_example_grads, params, batch, chunk_size)
+        mean, m2 = _chunked_mean_and_m2(moments, leaves, batch, chunk_size)
     if axis_name is not None:
         mean, m2 = _global_mean_and_m2(mean, m2, local_size, size, axis_name)
 
-    grad_mean = jax.tree.map(lambda d, m: m.astype(d), dtypes, mean)
+    grad_mean = [m.astype(d) for d, m in zip(dtypes, mean, strict=True)]
     # the variance of a complex gradient is E|G - mean|^2, real
-    grad_variance = jax.tree.map(
-        lambda d, q: (q / (size * (size - 1))).astype(real_dtype(d)), dtypes, m2
-    )
-    return grad_mean, grad_variance
+    grad_variance = [
+        (q / (size * (size - 1))).astype(real_dtype(d)) for d, q in zip(dtypes, m2, strict=True)
+    ]
+    return jax.tree.unflatten(treedef, grad_mean), jax.tree.unflatten(treedef, grad_variance)
+
+
+def _checked_method(method: Any) -> None:
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+
+
+def _moments_function(
+    loss_fn: Callable, treedef: Any, leaves: list, batch: Any, method: str, vary: Callable
+) -> Callable[[Any], tuple[list, list]]:
+    """``batch -> (means, m2s)`` per leaf, by the rules or by ``jax.vmap``."""
+
+    def per_example_grads(indices, batch):
+        def loss(chosen, example):
+            full = list(leaves)
+            for i, v in zip(indices, chosen, strict=True):
+                full[i] = v
+            return loss_fn(jax.tree.unflatten(treedef, full), example)
+
+        chosen = [leaves[i] for i in indices]
+        return jax.vmap(jax.grad(loss), in_axes=(None, 0))(chosen, batch)
+
+    everything = list(range(len(leaves)))
+    if method == "vmap":
+        return lambda batch: _unzip(map(_mean_and_m2, per_example_grads(everything, batch)))
+    program = _moment_rules.trace(loss_fn, treedef, leaves, batch)
+
+    def moments(batch):
+        mean, m2 = _moment_rules.moments(
+            program,
+            leaves,
+            jax.tree.leaves(batch),
+            size=_batch_size(batch),
+            acc_dtype=_accumulator_dtype,
+            mean_and_m2=_mean_and_m2,
+            vary=vary,
+        )
+        fallback = sorted(program.unbatched)
+        if fallback:
+            for i, g in zip(fallback, per_example_grads(fallback, batch), strict=True):
+                mean[i], m2[i] = _mean_and_m2(g)
+        return mean, m2
+
+    return moments
+
+
+def _unzip(pairs: Any) -> tuple[list, list]:
+    pairs = list(pairs)
+    return [a for a, _ in pairs], [b for _, b in pairs]
 
 
 def _checked_chunk_size(chunk_size: Any, local_size: int) -> int | None:
@@ -239,9 +335,9 @@ def _checked_chunk_size(chunk_size: Any, local_size: int) -> int | None:
 
 
 def _chunked_mean_and_m2(
-    per_example_grads: Callable[[Any, Any], Any], params: Any, batch: Any, chunk_size: int
-) -> tuple[Any, Any]:
-    """:func:`_mean_and_m2` over the batch, ``chunk_size`` examples at a time."""
+    moments: Callable[[Any], tuple[list, list]], leaves: list, batch: Any, chunk_size: int
+) -> tuple[list, list]:
+    """``moments`` over the batch, ``chunk_size`` examples at a time, merged."""
     n_chunks = _batch_size(batch) // chunk_size
     chunks = jax.tree.map(lambda x: jnp.reshape(x, (n_chunks, chunk_size) + np.shape(x)[1:]), batch)
 
@@ -252,7 +348,7 @@ def _chunked_mean_and_m2(
 
     def body(carry, chunk):
         index, mean, m2 = carry
-        c_mean, c_m2 = _mean_and_m2(per_example_grads(params, chunk))
+        c_mean, c_m2 = moments(chunk)
         # Chan et al.'s merge of (n, mean, m2) with a chunk of c examples:
         # only deviations are squared, so nothing cancels against mean**2.
         n_seen = index * chunk_size
@@ -267,13 +363,13 @@ def _chunked_mean_and_m2(
 
         carry = (
             index + 1,
-            jax.tree.map(new_mean, mean, c_mean),
-            jax.tree.map(new_m2, m2, mean, c_mean, c_m2),
+            list(map(new_mean, mean, c_mean)),
+            list(map(new_m2, m2, mean, c_mean, c_m2)),
         )
         return carry, None
 
-    m2 = jax.tree.map(lambda p: zeros(p, real=True), params)
-    init = (jnp.zeros((), jnp.int32), jax.tree.map(zeros, params), m2)
+    m2 = [zeros(p, real=True) for p in leaves]
+    init = (jnp.zeros((), jnp.int32), [zeros(p) for p in leaves], m2)
     (_, mean, m2), _ = jax.lax.scan(body, init, chunks)
     return mean, m2
 
@@ -287,11 +383,70 @@ def _global_mean_and_m2(
     psum of sum(G) and sum(G**2), which would cancel as :func:`_mean_and_m2` says.
     """
     local_mean = mean
-    mean = jax.tree.map(lambda m: jax.lax.psum(m * local_size, axis_name) / size, local_mean)
-    m2 = jax.tree.map(
-        lambda q, lm, gm: jax.lax.psum(q + local_size * abs_sq(lm - gm), axis_name),
-        m2,
-        local_mean,
-        mean,
-    )
+    mean = [jax.lax.psum(m * local_size, axis_name) / size for m in local_mean]
+    m2 = [
+        jax.lax.psum(q + local_size * abs_sq(lm - gm), axis_name)
+        for q, lm, gm in zip(m2, local_mean, mean, strict=True)
+    ]
     return mean, m2
+
+
+def grad_moments_paths(loss_fn: Callable[[Any, Any], jax.Array], params: Any, batch: Any) -> Any:
+    r"""How :func:`per_example_grad_moments` forms each leaf's moments.
+
+    ``method="auto"`` traces ``loss_fn`` for one example and finds where each
+    parameter meets the example (a matrix product, a convolution, a lookup, an
+    elementwise scale). This reports what it found, per leaf, without computing
+    anything:
+
+    * ``"factored: dot_general"``: a dense layer on a vector, where the
+      per-example gradient is the outer product :math:`x_n \delta_n^\top`; the
+      sums :math:`\sum_n G_n` and :math:`\sum_n G_n^2` are two matrix products
+      of the batch's inputs and output gradients (of their squares for the
+      second), and no per-example gradient is formed.
+    * ``"factored: gather"``: an embedding lookup ``table[ids]`` (or
+      ``jnp.take(table, ids, axis=0)``): example :math:`n`'s gradient of a row
+      is the sum of its output gradients where it looked that row up; those
+      sums are formed per (example, id) pair by a sort of the batch's ids, not
+      as a ``[B, rows, width]`` array.
+    * ``"per-example: <primitives>"``: the per-example gradients of the leaf
+      are formed (``B`` times its size in memory) from the inputs and output
+      gradients of the operations named, each by its own vector-Jacobian
+      product batched over the examples: one backward pass of the whole loss,
+      not ``B``. A leaf used by several operations (a weight shared across time
+      steps, a tied embedding) sums them per example; a weight multiplying a
+      new input at every step (an RNN unrolled in Python) is one batched
+      product over the steps. A ``jax.lax.scan`` whose body uses parameters
+      (Flax's ``nn.RNN``) is one operation, ``"per-example: scan"``, whose
+      per-example gradients cost about what ``method="vmap"`` pays for it.
+    * ``"vmap: <reason>"``: the leaf's per-example gradients come from
+      ``jax.vmap(jax.grad(loss_fn))``, as with ``method="vmap"``.
+    * ``"unused: ..."``: the loss does not depend on the leaf; its mean and
+      variance are 0.
+
+    Args:
+      loss_fn: ``loss_fn(params, example) -> scalar``, as for
+        :func:`per_example_grad_moments`.
+      params: the parameters (arrays or ``jax.ShapeDtypeStruct``).
+      batch: a batch (arrays or ``jax.ShapeDtypeStruct``), batch on axis 0.
+
+    Returns:
+      A pytree with the structure of ``params``: one string per leaf, ``None``
+      leaves kept as ``None``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from optax_signvar.minibatch import grad_moments_paths
+      >>> def loss_fn(params, example):
+      ...     hidden = jnp.tanh(example["x"] @ params["w"])
+      ...     return jnp.sum((hidden * params["scale"] - example["y"]) ** 2)
+      >>> params = {"w": jnp.zeros((3, 2)), "scale": jnp.ones(2)}
+      >>> batch = {"x": jnp.zeros((4, 3)), "y": jnp.zeros((4, 2))}
+      >>> paths = grad_moments_paths(loss_fn, params, batch)
+      >>> print(paths["w"], "|", paths["scale"])
+      factored: dot_general | per-example: mul
+    """
+    _batch_size(batch)
+    leaves, treedef = jax.tree.flatten(params)
+    program = _moment_rules.trace(loss_fn, treedef, leaves, batch)
+    return jax.tree.unflatten(treedef, _moment_rules.paths(program))

@@ -6,7 +6,10 @@ optax state (a named optimizer's chain, ``optax.inject_hyperparams``,
 ``nnx.Optimizer``) and summarises what Dissecting Adam's machinery sees in it:
 how much the variance adaptation shrinks the steps, how noisy the momentum is
 relative to its size, how likely its sign is right, and, for AdaBound, where
-the bounds are and how many per-element rates they clip. Every formula is the
+the bounds are and how many per-element rates they clip; given the variance of
+the mini-batch gradient as well, the gradient noise of the batch
+(:mod:`optax_signvar.noise_scale`: the simple noise scale, signal-to-noise
+ratios, the batch's variance-adaptation factor). Every formula is the
 package's own (:mod:`optax_signvar.blocks`), and the hyperparameters are the
 optimizer's own (read from the optimizer's record, :mod:`optax_signvar._hyperparams`,
 or from an ``inject_hyperparams`` state, never assumed), so the numbers are the
@@ -27,6 +30,7 @@ from optax_signvar._checks import check_decay, check_range, check_rate, concrete
 from optax_signvar._tree import abs_sq, is_complex
 from optax_signvar.dissection import Bounds
 from optax_signvar.layout import unpacked
+from optax_signvar.noise_scale import gradient_noise_statistics
 from optax_signvar.transform import DissectedState
 
 __all__ = ["diagnostics"]
@@ -185,6 +189,9 @@ def diagnostics(
     eps: Any = None,
     quantiles: Sequence[float] = (0.1, 0.5, 0.9),
     max_coordinates: int | None = 16_384,
+    grad_variance: optax.Updates | None = None,
+    batch_size: Any = None,
+    per_leaf: bool = True,
 ) -> dict[str, jax.Array]:
     r"""Scalars worth logging every step, read from an optimizer state.
 
@@ -246,6 +253,25 @@ def diagnostics(
     * ``grad_norm``: its global L2 norm.
     * ``grad_cosine`` (when the state has a momentum): its cosine similarity
       with :math:`m_t` (equal to that with :math:`\hat m`; 0 if either is 0).
+
+    With ``grad_variance`` (the variance of the mini-batch gradient ``grads``,
+    as :func:`~optax_signvar.per_example_grad_moments` returns it with the mean
+    gradient) and ``batch_size``, the gradient noise of the batch, as
+    :func:`~optax_signvar.gradient_noise_statistics` defines it:
+
+    * ``b_simple``: McCandlish et al.'s simple noise scale
+      :math:`\operatorname{tr}\Sigma/|G|^2` from the unbiased estimates
+      ``trace_sigma`` (:math:`B\sum_i s_i`) and ``grad_sq_unbiased``
+      (:math:`|g|^2 - \sum_i s_i`); +inf where the latter is <= 0 (the signal
+      is not resolved at this batch size).
+    * ``grad_snr``: :math:`|g|^2/\sum_i s_i`, the signal-to-noise ratio of the
+      mini-batch gradient.
+    * ``batch_gamma_mean``: the mean of :math:`g_i^2/(g_i^2 + s_i)` over the
+      coordinates with :math:`g_i \ne 0` or :math:`s_i > 0`, M-SVAG's factor
+      with the batch's variance (beside ``gamma_mean``, the momentum's).
+    * with ``per_leaf`` (the default), ``grad_snr/<path>`` and
+      ``batch_gamma_mean/<path>`` for every leaf of ``grads``, ``<path>`` its
+      key path joined by ``/`` (``params/Dense_0/kernel``).
 
     A state without moments (``ssd``) gives ``count`` (and ``grad_norm``) only;
     one with a momentum but no second moment (``m_sgd``, ``m_ssd``) adds
@@ -325,6 +351,15 @@ def diagnostics(
       quantiles: levels in [0, 1] of the :math:`\gamma` quantiles to report.
       max_coordinates: most coordinates the quantiles and the median are taken
         over (``None``: all of them, exact, at the price of sorting them all).
+      grad_variance: the variance of the mini-batch gradient ``grads`` (the
+        per-example variance over the batch divided by its size), in the
+        structure of ``grads``; needs ``grads`` (their mean) and
+        ``batch_size``.
+      batch_size: the number of examples ``grads`` and ``grad_variance`` were
+        computed from (the global batch under data parallelism), an integer
+        >= 2; only with ``grad_variance``.
+      per_leaf: with ``grad_variance``, also the per-leaf ``grad_snr/<path>``
+        and ``batch_gamma_mean/<path>``.
 
     Returns:
       A dict of float32 scalars, keys as above (fixed by the state's structure,
@@ -335,7 +370,10 @@ def diagnostics(
       ValueError: a state with both moments and no ``b1`` (or, from an injected
         ``b1``, no ``b2``) in any source; an ``optimizer`` that is not one of
         the package's; a hyperparameter out of its range (named); bounds
-        without a rate, or a rate without bounds.
+        without a rate, or a rate without bounds; ``grad_variance`` without
+        ``grads`` or ``batch_size``, ``batch_size`` without
+        ``grad_variance``, or a ``grad_variance`` that does not match
+        ``grads`` (see :func:`~optax_signvar.gradient_noise_statistics`).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -363,9 +401,12 @@ def diagnostics(
       Balles & Hennig, `Dissecting Adam: The Sign, Magnitude and Variance of
       Stochastic Gradients <https://arxiv.org/abs/1705.07774>`_, 2018;
       Luo et al., `Adaptive Gradient Methods with Dynamic Bound of Learning
-      Rate <https://openreview.net/forum?id=Bkg3g2R9FX>`_, 2019.
+      Rate <https://openreview.net/forum?id=Bkg3g2R9FX>`_, 2019;
+      McCandlish et al., `An Empirical Model of Large-Batch Training
+      <https://arxiv.org/abs/1812.06162>`_, 2018.
     """
     q_keys = _quantile_keys(quantiles)
+    _check_noise_arguments(grads, grad_variance, batch_size)
     if max_coordinates is not None and max_coordinates < 1:
         raise ValueError(f"diagnostics: max_coordinates must be >= 1, got {max_coordinates!r}.")
     record = _record_of(optimizer)
@@ -406,7 +447,29 @@ def diagnostics(
             out.update(_bound_statistics(second32, active, n_active, count, *rate_args))
     if grads is not None:
         out.update(_gradient_statistics(grads, mu))
+    if grad_variance is not None:
+        noise = gradient_noise_statistics(grads, grad_variance, batch_size, per_leaf=per_leaf)
+        out.update(noise)
     return {k: jnp.asarray(v).astype(_F32) for k, v in out.items()}
+
+
+def _check_noise_arguments(grads: Any, grad_variance: Any, batch_size: Any) -> None:
+    """``grad_variance`` comes with ``grads`` and ``batch_size``, and ``batch_size`` with it."""
+    if grad_variance is not None and grads is None:
+        raise ValueError(
+            "diagnostics: grad_variance needs grads, the mean gradient of the same batch "
+            "(both from osv.per_example_grad_moments)."
+        )
+    if grad_variance is not None and batch_size is None:
+        raise ValueError(
+            "diagnostics: grad_variance needs batch_size, the number of examples it was "
+            "estimated from (the noise scale's tr(Sigma) is batch_size * sum(grad_variance))."
+        )
+    if batch_size is not None and grad_variance is None:
+        raise ValueError(
+            "diagnostics: batch_size is only used with grad_variance (the gradient noise "
+            "statistics); pass grad_variance=... too."
+        )
 
 
 # eps where no source gives one: the default of every optimizer of the package

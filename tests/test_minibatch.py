@@ -68,19 +68,21 @@ def assert_tree_close(actual, expected, **tol):
     jax.tree.map(lambda a, e: np.testing.assert_allclose(np.asarray(a), e, **tol), actual, expected)
 
 
-def test_equals_numpy_unbiased_estimate_float64():
+@pytest.mark.parametrize("method", ["auto", "vmap"])
+def test_equals_numpy_unbiased_estimate_float64(method):
     with jax.enable_x64(True):
         params, batch = problem(jnp.float64)
-        mean, var = per_example_grad_moments(loss_fn, params, batch)
+        mean, var = per_example_grad_moments(loss_fn, params, batch, method=method)
         want_mean, want_var = oracle(params, batch)
         assert_tree_close(mean, want_mean, rtol=1e-12, atol=1e-14)
         assert_tree_close(var, want_var, rtol=1e-12, atol=1e-14)
         assert all(x.dtype == jnp.float64 for x in jax.tree.leaves((mean, var)))
 
 
-def test_equals_numpy_unbiased_estimate_float32():
+@pytest.mark.parametrize("method", ["auto", "vmap"])
+def test_equals_numpy_unbiased_estimate_float32(method):
     params, batch = problem(jnp.float32)
-    mean, var = per_example_grad_moments(loss_fn, params, batch)
+    mean, var = per_example_grad_moments(loss_fn, params, batch, method=method)
     # the oracle sees the same float32 inputs, exactly, in float64: what is
     # left is float32 rounding in the gradients and the sums
     want_mean, want_var = oracle(params, batch)
@@ -104,6 +106,21 @@ def test_variance_is_accurate_where_the_mean_dominates(chunk_size):
     # the running mean once per chunk) see it to first order
     rtol = 1e-4 if chunk_size in (None, B) else 1e-2
     np.testing.assert_allclose(var, x64.var(axis=0, ddof=1) / B, rtol=rtol)
+
+
+def test_factored_variance_is_centred():
+    # A dense weight on a vector is factored (no per-example gradient); its
+    # variance comes from centred inputs and output gradients, so it stays as
+    # accurate as the per-example path where sum(G**2)/B - mean**2 would be
+    # pure rounding noise in float32 (mean**2 / var ~ 1e14 per example).
+    x = (1000.0 + 0.01 * np.random.default_rng(1).normal(size=(B, 2))).astype(np.float32)
+    loss = lambda p, e: jnp.dot(p, e)  # noqa: E731
+    w = jnp.zeros(2)
+    assert osv.grad_moments_paths(loss, w, jnp.asarray(x)) == "factored: dot_general"
+    want = x.astype(np.float64).var(axis=0, ddof=1) / B
+    for method in ("vmap", "auto"):
+        _, var = per_example_grad_moments(loss, w, jnp.asarray(x), method=method)
+        np.testing.assert_allclose(var, want, rtol=1e-4)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 4])
@@ -156,6 +173,12 @@ def test_bad_input():
         per_example_grad_moments(loss_fn, params, {"x": jnp.ones((2, 3)), "y": jnp.ones((3, 2))})
     with pytest.raises(ValueError, match="no array leaves"):
         per_example_grad_moments(loss_fn, params, {})
+    params, batch = problem(jnp.float32)
+    for bad in ("exact", None, 1):
+        with pytest.raises(ValueError, match="method"):
+            per_example_grad_moments(loss_fn, params, batch, method=bad)
+    with pytest.raises(ValueError, match="scalar"):
+        per_example_grad_moments(lambda p, e: p["s"] * e["x"], params, batch)
 
 
 def test_global_batch_of_one_is_rejected_under_shard_map():

@@ -12,8 +12,11 @@
   method tuned on a log grid with one seed, selected by final test accuracy, then all seeds at
   the best rate), the final table printed, and :func:`plot_comparison` for the figure.
 * :func:`orderings`, :func:`check_claims`: rankings, one-aspect comparisons (Dissecting
-  Adam's: does the sign help? does variance adaptation?) and a paper's findings checked on
-  the final table; :func:`run_comparison` / :func:`run_dissecting` do all of the above.
+  Adam's: does the sign help? does variance adaptation? does it matter whether the variance
+  comes from moving averages or from the mini-batch?) and a paper's findings checked on the
+  final table; :func:`run_comparison` / :func:`run_dissecting` do all of the above.
+* :func:`step_seconds`: the wall time of one training step per method (the cost of the
+  mini-batch variance next to the moving averages').
 
 The grid is given as multipliers of a per-method center rate (sign methods and raw-gradient
 methods live on scales 100x apart), so ``--grid 0.01,0.03,0.1,0.3,1,3,10`` is a 3-decade
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -38,6 +42,7 @@ import optax
 
 import optax_signvar as osv
 from benchmarks.reproduce import data, nets, tuning
+from optax_signvar.minibatch import per_example_grad_moments
 
 # --------------------------------------------------------------------------- #
 # The problem: loss, initialization, evaluation.
@@ -46,13 +51,16 @@ from benchmarks.reproduce import data, nets, tuning
 
 @dataclass(frozen=True)
 class Problem:
-    """A data set and a network as :func:`optax_signvar.research.ablate` takes them."""
+    """A data set and a network as :func:`optax_signvar.research.ablate` takes them, and
+    ``moments_fn(params, key)``: the mean gradient and the variance of the mini-batch gradient
+    of the mini-batch ``loss_fn(params, key)`` draws (for :class:`tuning.MinibatchVariance`)."""
 
     loss_fn: Callable[[Any, jax.Array], jax.Array]
     init_params: Callable[[jax.Array], Any]
     eval_fn: Callable[[Any], dict[str, jax.Array]]
     n_params: int
     sizes: dict[str, int]
+    moments_fn: tuning.MomentsFn | None = None
 
 
 def _as_uint8(x: np.ndarray) -> jax.Array:
@@ -103,6 +111,15 @@ def make_problem(
         idx = jax.random.randint(key, (batch_size,), 0, n_train)
         return nets.cross_entropy(logits(params, x_train[idx]), y_train[idx])
 
+    def example_loss(params: Any, example: tuple[jax.Array, jax.Array]) -> jax.Array:
+        x, y = example
+        out = nets.one_example_logits(net, params, x.astype(jnp.float32) / 255.0)
+        return optax.softmax_cross_entropy_with_integer_labels(out, y)
+
+    def moments_fn(params: Any, key: jax.Array) -> tuple[Any, Any]:
+        idx = jax.random.randint(key, (batch_size,), 0, n_train)  # loss_fn's mini-batch
+        return per_example_grad_moments(example_loss, params, (x_train[idx], y_train[idx]))
+
     def totals(params: Any, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Mean loss and accuracy over ``x``, ``chunk`` images per forward pass."""
         n = x.shape[0]
@@ -132,7 +149,7 @@ def make_problem(
 
     sizes = {"train": n_train, "train_eval": n_eval, "test": len(test), "batch": batch_size}
     n_params = nets.n_params(jax.eval_shape(net.init, jax.random.key(0)))
-    return Problem(loss_fn, net.init, eval_fn, n_params, sizes)
+    return Problem(loss_fn, net.init, eval_fn, n_params, sizes, moments_fn)
 
 
 # --------------------------------------------------------------------------- #
@@ -242,7 +259,35 @@ DISSECTING: dict[str, Callable[[Any], Any]] = {
     "M-SSD": osv.m_ssd,
     "M-SVAG": osv.m_svag,
     "Adam": osv.adam,
+    "M-VASSD": osv.m_vassd,
 }
+
+# Dissecting Adam sec. 4.1 / supplement D: the variance-adapted methods with the variance of
+# the mini-batch gradient (computed within each mini-batch from per-example gradients) in
+# place of their moving-average estimate; everything else (beta = 0.9, the momentum's
+# variance rho(beta, t) times the gradient's) is the method's own.
+MINIBATCH_SUFFIX = " (minibatch var)"
+
+
+def _minibatch_variance(**kwargs: Any) -> Callable[[Any], tuning.MinibatchVariance]:
+    def make(rate: Any) -> tuning.MinibatchVariance:
+        opt = osv.dissect(
+            rate, variance_adaptation="optimal", variance="minibatch", b1=0.9, **kwargs
+        )
+        return tuning.MinibatchVariance(opt)
+
+    return make
+
+
+DISSECTING |= {
+    "M-SVAG" + MINIBATCH_SUFFIX: _minibatch_variance(),
+    "M-VASSD" + MINIBATCH_SUFFIX: _minibatch_variance(direction="sign"),
+}
+
+
+def minibatch_variant_of(method: str) -> str | None:
+    """The moving-average method of a mini-batch-variance variant (None for the others)."""
+    return method.removesuffix(MINIBATCH_SUFFIX) if method.endswith(MINIBATCH_SUFFIX) else None
 
 
 def compare(
@@ -285,6 +330,7 @@ def compare(
         maximize=True,
         log_every=log_every(scale),
         eval_fn=problem.eval_fn,
+        moments_fn=problem.moments_fn,
     )
     out["edge"] = [
         m for m, rates in grid.items() if len(rates) > 1 and out["best"][m] in (rates[0], rates[-1])
@@ -296,14 +342,17 @@ def compare(
 def print_table(out: dict, scale: Scale, title: str = "") -> None:
     """The final table: best rate, train loss, average mini-batch loss, test loss and accuracy."""
     n = scale.seeds
+    w = max(9, *map(len, out["final"]))
     print(f"\n{title}\nafter {scale.steps} steps, mean +- sd over {n} seed{'s' * (n > 1)}:")
-    head = f"{'method':9s} {'rate':>8s} {'train loss':>15s} {'avg batch loss':>15s}"
+    head = f"{'method':{w}s} {'rate':>8s} {'train loss':>15s} {'avg batch loss':>15s}"
     print(head + f" {'test loss':>15s} {'test acc %':>13s}")
     for m, f in out["final"].items():
         cells = [f"{f[c][0]:.4f}+-{f[c][1]:.4f}" for c in ("train_loss", "mean_loss", "test_loss")]
         acc = f"{100 * f['test_acc'][0]:.2f}+-{100 * f['test_acc'][1]:.2f}"
         print(
-            f"{m:9s} {out['best'][m]:8.2g} " + " ".join(f"{c:>15s}" for c in cells) + f" {acc:>13s}"
+            f"{m:{w}s} {out['best'][m]:8.2g} "
+            + " ".join(f"{c:>15s}" for c in cells)
+            + f" {acc:>13s}"
         )
     grid_text = ", ".join(
         f"{m}: " + " ".join(f"{r:g}->{100 * v:.1f}%" for r, v in by_rate.items())
@@ -346,8 +395,15 @@ def plot_comparison(axes: Sequence[Any], out: dict, title: str) -> None:
 
 
 def results_of(out: dict, scale: Scale, problem: Problem, **extra: Any) -> dict:
-    """The JSON of a comparison: configuration, tuning, picks, final table, rows."""
-    return {
+    """The JSON of a comparison: configuration, tuning, picks, final table, rows, and (where
+    the comparison has a mini-batch-variance method) each tuning run's wall time."""
+    timed = {}
+    if any(minibatch_variant_of(m) for m in out["final"]) and "seconds" in out:
+        timed["tuning_seconds"] = {
+            m: {f"{r:g}": round(v, 2) for r, v in by_rate.items()}
+            for m, by_rate in out["seconds"].items()
+        }
+    return timed | {
         "config": asdict(scale) | {"sizes": problem.sizes, "n_params": problem.n_params} | extra,
         "grid": {
             m: {f"{r:g}": v for r, v in by_rate.items()} for m, by_rate in out["grid"].items()
@@ -365,8 +421,14 @@ def results_of(out: dict, scale: Scale, problem: Problem, **extra: Any) -> dict:
 
 # (the method with the aspect, the method without it): the other aspect held fixed
 SIGN_PAIRS = [("M-SSD", "M-SGD"), ("Adam", "M-SVAG")]
-VARIANCE_PAIRS = [("M-SVAG", "M-SGD"), ("Adam", "M-SSD")]
-# Adam is the sign method with (its implicit) variance adaptation (Dissecting Adam, sec. 3).
+VARIANCE_PAIRS = [("M-SVAG", "M-SGD"), ("Adam", "M-SSD"), ("M-VASSD", "M-SSD")]
+# Adam is the sign method with (its implicit) variance adaptation (Dissecting Adam, sec. 3);
+# M-VASSD is the sign method with the explicit, optimal one (sec. 3.1, supplement C).
+# (the mini-batch variance, the moving-average one): the variance estimate of sec. 4.1 / supp. D
+ESTIMATE_PAIRS = [
+    ("M-SVAG" + MINIBATCH_SUFFIX, "M-SVAG"),
+    ("M-VASSD" + MINIBATCH_SUFFIX, "M-VASSD"),
+]
 
 _COLUMNS = {
     "mean_loss": ("average mini-batch loss over the run (lower = faster)", False),
@@ -387,6 +449,7 @@ def orderings(
     each aspect which is better and whether the gap exceeds the larger of the two seeds' sds
     (with one seed there is no sd: ``beyond_sd`` is None and nothing is called clear).
     """
+    w = max(18, *(len(f"{a} vs {b}") for ps in pairs.values() for a, b in ps))
     result: dict[str, Any] = {}
     for column, (text, higher_better) in _COLUMNS.items():
         mean = {m: final[m][column][0] for m in final}
@@ -411,7 +474,7 @@ def orderings(
                     "beyond_sd": clear,
                 }
                 print(
-                    f"  {aspect:19s} {key:18s}: {mean[with_]:.4f} vs {mean[without]:.4f} -> {word}"
+                    f"  {aspect:19s} {key:{w}s}: {mean[with_]:.4f} vs {mean[without]:.4f} -> {word}"
                 )
         result[column] = {"ranking": ranked, "pairs": verdicts}
     return result
@@ -421,7 +484,8 @@ def orderings(
 class Claim:
     """A finding of a paper as a check on :func:`orderings`: on every column, each pair must
     show ``expect`` ("helps": better, by any margin; "never hurts": not worse by more than the
-    seeds' sd, and with one seed not worse at all)."""
+    seeds' sd, and with one seed not worse at all; "alike": neither better nor worse by more
+    than the seeds' sd, which one seed cannot show)."""
 
     text: str
     pairs: tuple[tuple[str, str], ...]
@@ -430,7 +494,8 @@ class Claim:
 
 
 def check_claims(found: dict, claims: Sequence[Claim]) -> list[dict]:
-    """Whether each claim holds in ``found`` (from :func:`orderings`); printed and returned."""
+    """Whether each claim holds in ``found`` (from :func:`orderings`); printed and returned
+    (``holds`` None: none of the claim's pairs was run)."""
     checked = []
     for claim in claims:
         seen = []
@@ -439,9 +504,16 @@ def check_claims(found: dict, claims: Sequence[Claim]) -> list[dict]:
                 v = found[column]["pairs"].get(f"{with_} vs {without}")
                 if v is None:
                     continue
-                ok = v["helps"] or (claim.expect == "never hurts" and v["beyond_sd"] is False)
+                if claim.expect == "alike":
+                    ok = v["beyond_sd"] is False
+                else:
+                    ok = v["helps"] or (claim.expect == "never hurts" and v["beyond_sd"] is False)
                 seen.append({"column": column, "pair": f"{with_} vs {without}", "holds": ok})
-        holds = bool(seen) and all(s["holds"] for s in seen)
+        if not seen:  # none of its pairs ran (a --smoke or --methods subset)
+            print(f"paper: {claim.text}: not checked (its methods did not run)")
+            checked.append({"claim": claim.text, "holds": None, "checks": []})
+            continue
+        holds = all(s["holds"] for s in seen)
         print(f"paper: {claim.text}: {'observed' if holds else 'NOT observed'}", end="")
         failed = [f"{s['pair']} ({s['column']})" for s in seen if not s["holds"]]
         print(f" (fails for {', '.join(failed)})" if failed else "")
@@ -525,12 +597,78 @@ def run_comparison(
     return Comparison(scale, problem, out, results, spare)
 
 
-def run_dissecting(ctx: Any, *, centers: Mapping[str, float], **kwargs: Any) -> dict:
+def run_dissecting(
+    ctx: Any, *, centers: Mapping[str, float], time_steps: bool = False, **kwargs: Any
+) -> dict:
     """One column of Dissecting Adam's Fig. 5: M-SGD, M-SSD, M-SVAG and Adam (``centers``:
-    method -> center rate of its grid) on one problem; ``kwargs`` as :func:`run_comparison`."""
+    method -> center rate of its grid; any of :data:`DISSECTING`) on one problem; ``kwargs``
+    as :func:`run_comparison`. With mini-batch-variance methods the pairs include the
+    "variance estimate" aspect (:data:`ESTIMATE_PAIRS`), and ``time_steps`` adds
+    :func:`step_seconds` of every method that ran to the results."""
     methods = {m: (c, DISSECTING[m]) for m, c in centers.items()}
     pairs = {"sign": SIGN_PAIRS, "variance adaptation": VARIANCE_PAIRS}
-    return run_comparison(ctx, methods=methods, pairs=pairs, **kwargs).results
+    if any(minibatch_variant_of(m) for m in methods):
+        pairs |= {"variance estimate": ESTIMATE_PAIRS}
+    done = run_comparison(ctx, methods=methods, pairs=pairs, **kwargs)
+    ran = {m: methods[m] for m in done.out["final"]}
+    if not (time_steps and any(minibatch_variant_of(m) for m in ran)):
+        return done.results
+    timing = step_seconds(done.problem, {m: (done.out["best"][m], f) for m, (_, f) in ran.items()})
+    return done.results | {"step_seconds": timing}
+
+
+def step_seconds(problem: Problem, methods: Methods, *, repeats: int = 5) -> dict:
+    """Wall time of one training step of each method, one seed, at its given rate.
+
+    A step is what the runs do: the loss and its gradient (``jax.value_and_grad``), or for a
+    :class:`tuning.MinibatchVariance` method the loss and ``problem.moments_fn``, then the
+    update; jitted, compiled and run once before the clock, then the median of ``repeats``
+    calls (the methods interleaved, so a load change on the machine hits all alike). Printed
+    with each method's ratio to its moving-average counterpart (or to M-SGD), and returned
+    as ``{"seconds": {method: s}, "ratio": {method: [reference, ratio]}, "repeats": n}``.
+    """
+    params = problem.init_params(jax.random.key(0))
+    key = jax.random.key(1)
+    steps = {}
+    for name, (rate, make) in methods.items():
+        config = make(rate)
+        if isinstance(config, tuning.MinibatchVariance):
+            opt = config.optimizer
+
+            def step(p, s, k, opt=opt):
+                loss = problem.loss_fn(p, k)
+                g, v = problem.moments_fn(p, k)  # pyright: ignore[reportOptionalCall]
+                u, s = opt.update(g, s, p, grad_variance=v)
+                return optax.apply_updates(p, u), s, loss
+
+        else:
+            opt = config
+
+            def step(p, s, k, opt=opt):
+                loss, g = jax.value_and_grad(problem.loss_fn)(p, k)
+                u, s = opt.update(g, s, p)
+                return optax.apply_updates(p, u), s, loss
+
+        steps[name] = (jax.jit(step), opt.init(params))
+    times: dict[str, list[float]] = {m: [] for m in steps}
+    for step, state in steps.values():  # compile and warm up
+        jax.block_until_ready(step(params, state, key))
+    for _ in range(repeats):
+        for name, (step, state) in steps.items():
+            start = time.perf_counter()
+            jax.block_until_ready(step(params, state, key))
+            times[name].append(time.perf_counter() - start)
+    seconds = {m: float(np.median(t)) for m, t in times.items()}
+    ratio = {}
+    print(f"\nwall time per step (median of {repeats}, batch {problem.sizes['batch']}):")
+    for m, sec in seconds.items():
+        ref = minibatch_variant_of(m) or ("M-SGD" if m != "M-SGD" else None)
+        text = ""
+        if ref in seconds:
+            ratio[m] = [ref, sec / seconds[ref]]
+            text = f"  ({sec / seconds[ref]:.1f}x {ref})"
+        print(f"  {m:24s} {1e3 * sec:9.1f} ms{text}")
+    return {"seconds": seconds, "ratio": ratio, "repeats": repeats}
 
 
 # --------------------------------------------------------------------------- #

@@ -33,11 +33,24 @@ _DIMS = ("NHWC", "HWIO", "NHWC")
 
 @dataclass(frozen=True)
 class Net:
-    """A network: ``init(key) -> params`` and ``apply(params, x) -> logits``."""
+    """A network: ``init(key) -> params`` and ``apply(params, x) -> logits``; optionally
+    ``apply_one(params, x) -> logits`` of one image (no batch axis), the same function, for
+    per-example losses (:func:`one_example_logits`)."""
 
     name: str
     init: Callable[[jax.Array], Params]
     apply: Callable[[Params, jax.Array], jax.Array]
+    apply_one: Callable[[Params, jax.Array], jax.Array] | None = None
+
+
+def one_example_logits(net: Net, params: Params, x: jax.Array) -> jax.Array:
+    """The logits of one image ``x`` (no batch axis): ``net.apply_one``, or ``net.apply`` on
+    a batch of one. ``apply_one`` keeps the dense layers on vectors, which
+    :func:`optax_signvar.minibatch.per_example_grad_moments` factors (no per-example
+    gradient formed) where a batch of one would go through its per-example path."""
+    if net.apply_one is not None:
+        return net.apply_one(params, x)
+    return net.apply(params, x[None])[0]
 
 
 # --------------------------------------------------------------------------- #
@@ -242,13 +255,19 @@ def net_2c2d(
             )
         return params
 
-    def apply(p: Params, x: jax.Array) -> jax.Array:
+    def features(p: Params, x: jax.Array) -> jax.Array:
         x = max_pool(jax.nn.relu(conv(p["conv1"], x)), 2, 2)
-        x = max_pool(jax.nn.relu(conv(p["conv2"], x)), 2, 2)
-        x = jax.nn.relu(dense(p["fc1"], x.reshape(x.shape[0], -1)))
+        return max_pool(jax.nn.relu(conv(p["conv2"], x)), 2, 2)
+
+    def apply(p: Params, x: jax.Array) -> jax.Array:
+        x = jax.nn.relu(dense(p["fc1"], features(p, x).reshape(x.shape[0], -1)))
         return dense(p["fc2"], x)
 
-    return Net("2c2d", init, apply)
+    def apply_one(p: Params, x: jax.Array) -> jax.Array:
+        x = jax.nn.relu(dense(p["fc1"], features(p, x[None]).reshape(-1)))
+        return dense(p["fc2"], x)
+
+    return Net("2c2d", init, apply, apply_one)
 
 
 def net_3c3d(num_classes: int = 10, image_size: int = 28, channels: int = 1) -> Net:

@@ -222,3 +222,16 @@ def write_report(res: dict[str, Any], out: Path, name: str) -> None:
     print(md)
     for path in (md_path, json_path):
         print(f"wrote {_shown(path)}")
+
+
+def write_md_json(res: dict[str, Any], md: str, out: Path, name: str) -> None:
+    """Writes ``md`` to ``out/<name>.md`` and ``res`` to ``.json`` (their paths added to
+    ``res["files"]``), then prints the markdown and the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    md_path, json_path = out / f"{name}.md", out / f"{name}.json"
+    md_path.write_text(md + "\n")
+    res["files"] = {"markdown": str(md_path), "json": str(json_path)}
+    json_path.write_text(json.dumps(res, indent=1, default=_json_default) + "\n")
+    print(md)
+    for path in (md_path, json_path):
+        print(f"wrote {_shown(path)}")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.speed.report import _f, _fmt_n, _g, _json_default, _shown, _table
+from benchmarks.speed.report import _f, _fmt_n, _g, _table, write_md_json
 from benchmarks.trees.analysis import TARGET_LAYOUTS, TARGETS
 from benchmarks.trees.measure import SLOW_STEP_S
 from benchmarks.trees.variants import LR, OURS
@@ -162,14 +161,5 @@ def render_markdown(res: dict[str, Any]) -> str:
 
 
 def write_report(res: dict[str, Any], out: Path, name: str) -> None:
-    """Writes ``out/<name>.md`` and ``.json`` (their paths added to ``res["files"]``), then
-    prints the markdown and the paths written."""
-    md = render_markdown(res)
-    out.mkdir(parents=True, exist_ok=True)
-    md_path, json_path = out / f"{name}.md", out / f"{name}.json"
-    md_path.write_text(md + "\n")
-    res["files"] = {"markdown": str(md_path), "json": str(json_path)}
-    json_path.write_text(json.dumps(res, indent=1, default=_json_default) + "\n")
-    print(md)
-    for path in (md_path, json_path):
-        print(f"wrote {_shown(path)}")
+    """Writes ``out/<name>.md`` and ``.json`` (see :func:`write_md_json`)."""
+    write_md_json(res, render_markdown(res), out, name)

@@ -6,6 +6,8 @@ extras, ``pip install -e ".[examples]"``: scikit-learn, tqdm, matplotlib)::
     # compare M-SGD, M-SSD, M-SVAG, Adam and AdaBound: a table, optionally curves
     python -m optax_signvar.demo
     python -m optax_signvar.demo --epochs 50 --optimizers m_sgd,adam --plot curves.png
+    # M-SVAG and M-VASSD with the moving-average vs the mini-batch gradient variance
+    python -m optax_signvar.demo --optimizers m_svag --minibatch-variance
 
     # log optax_signvar.diagnostics every step while training with M-SVAG
     python -m optax_signvar.demo.diagnostics --steps 2000 --no-progress

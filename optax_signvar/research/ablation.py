@@ -34,6 +34,7 @@ def ablate(
     eval_fn: Callable[[Any], Any] | None = None,
     inputs: Any = None,
     project: Callable[[Any], Any] | None = None,
+    moments_fn: Callable[[Any, Any], tuple[Any, Any]] | None = None,
 ) -> list[dict]:
     """Trains every configuration on one problem and returns a tidy table of curves.
 
@@ -63,6 +64,12 @@ def ablate(
         mini-batch indices; the same for every seed.
       project: optional ``project(params)`` applied after every update, for
         constrained problems (projected online gradient descent).
+      moments_fn: optional ``moments_fn(params, x) -> (grads, grad_variance)``
+        (e.g. :func:`~optax_signvar.per_example_grad_moments` of the step's
+        mini-batch): the update then is ``update(grads, state, params,
+        grad_variance=grad_variance)``, for optimizers fed the mini-batch
+        variance (``m_svag``, ``m_vassd``, ``dissect(...,
+        variance="minibatch")``); ``loss_fn`` only gives the recorded loss.
 
     Returns:
       A list of rows ``{"config", "seed", "step", "loss", "mean_loss"[,
@@ -98,8 +105,9 @@ def ablate(
     logged = np.unique(np.r_[np.arange(0, steps, log_every), steps - 1])
     rows = []
     for name, config in configs.items():
+        opt = _optimizer(config)
         curves = _run(
-            _optimizer(config), loss_fn, init_params, eval_fn, steps, seeds, logged, inputs, project
+            opt, loss_fn, init_params, eval_fn, steps, seeds, logged, inputs, project, moments_fn
         )
         for i, seed in enumerate(seeds):
             for t in logged:
@@ -119,6 +127,7 @@ def _run(
     logged: np.ndarray,
     inputs: Any,
     project: Callable[[Any], Any] | None,
+    moments_fn: Callable[[Any, Any], tuple[Any, Any]] | None = None,
 ) -> dict[str, np.ndarray]:
     is_logged = np.zeros(steps, bool)
     is_logged[logged] = True
@@ -137,13 +146,18 @@ def _run(
         def step(carry, xs):
             params, state = carry
             x, record_now = xs
-            loss, grads = jax.value_and_grad(loss_fn)(params, x)
+            extra = {}
+            if moments_fn is None:
+                loss, grads = jax.value_and_grad(loss_fn)(params, x)
+            else:
+                loss = loss_fn(params, x)
+                grads, extra["grad_variance"] = moments_fn(params, x)
             record = {"loss": loss}
             if eval_fn is not None:
                 # The predicate is the same for every seed, so under vmap this stays a
                 # branch: the (expensive) evaluation runs at the recorded steps only.
                 record.update(jax.lax.cond(record_now, evaluate, lambda _: blank, params))
-            updates, state = opt.update(grads, state, params)
+            updates, state = opt.update(grads, state, params, **extra)
             params = optax.apply_updates(params, updates)
             if project is not None:
                 params = project(params)
