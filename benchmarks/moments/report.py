@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.moments.methods import LABELS
-from benchmarks.speed.report import _f, _fmt_n, _g, _table, write_md_json
+from benchmarks.speed.report import _f, _fmt_n, _g, _table, run_head, write_md_json
 
 __all__ = ["render_markdown", "write_report"]
 
@@ -46,14 +46,7 @@ METHOD = """\
 def _head(res: dict[str, Any]) -> list[str]:
     meta = res["meta"]
     head = [
-        f"# Mini-batch gradient moments: `{meta['machine']}`",
-        "",
-        f"- date: {meta['date']}; wall time {meta['wall_s']:.0f} s"
-        + (" (--quick)" if meta["quick"] else ""),
-        f"- jax {meta['jax']}, optax {meta['optax']}, numpy {meta['numpy']}, "
-        f"python {meta['python']}",
-        f"- backend {meta['backend']}, device kind `{meta['device_kind']}`, "
-        f"CPU `{meta['cpu_model']}`, {meta['cores']} cores",
+        *run_head(meta, "Mini-batch gradient moments"),
         f"- float32; {meta['rounds']} rounds, up to {meta['steps']} timed calls per row and round",
         f"- command: `{meta['command']}`",
     ]

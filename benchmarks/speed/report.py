@@ -235,3 +235,17 @@ def write_md_json(res: dict[str, Any], md: str, out: Path, name: str) -> None:
     print(md)
     for path in (md_path, json_path):
         print(f"wrote {_shown(path)}")
+
+
+def run_head(meta: dict[str, Any], title: str) -> list[str]:
+    """The first lines of a run's report: title, date and wall time, versions, machine."""
+    return [
+        f"# {title}: `{meta['machine']}`",
+        "",
+        f"- date: {meta['date']}; wall time {meta['wall_s']:.0f} s"
+        + (" (--quick)" if meta["quick"] else ""),
+        f"- jax {meta['jax']}, optax {meta['optax']}, numpy {meta['numpy']}, "
+        f"python {meta['python']}",
+        f"- backend {meta['backend']}, device kind `{meta['device_kind']}`, "
+        f"CPU `{meta['cpu_model']}`, {meta['cores']} cores",
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks.speed.report import _f, _fmt_n, _g, _table, write_md_json
+from benchmarks.speed.report import _f, _fmt_n, _g, _table, run_head, write_md_json
 from benchmarks.trees.analysis import TARGET_LAYOUTS, TARGETS
 from benchmarks.trees.measure import SLOW_STEP_S
 from benchmarks.trees.variants import LR, OURS
@@ -48,14 +48,7 @@ they are), the loss reads `optax_signvar.unpack(packed)`, and the optimizer (our
 def _head(res: dict[str, Any]) -> list[str]:
     meta = res["meta"]
     head = [
-        f"# Optimizer step on real model trees: `{meta['machine']}`",
-        "",
-        f"- date: {meta['date']}; wall time {meta['wall_s']:.0f} s"
-        + (" (--quick)" if meta["quick"] else ""),
-        f"- jax {meta['jax']}, optax {meta['optax']}, numpy {meta['numpy']}, "
-        f"python {meta['python']}",
-        f"- backend {meta['backend']}, device kind `{meta['device_kind']}`, "
-        f"CPU `{meta['cpu_model']}`, {meta['cores']} cores",
+        *run_head(meta, "Optimizer step on real model trees"),
         f"- float32, learning rate {LR}; {meta['rounds']} rounds x median of {meta['steps']} "
         "steps; compile repeats "
         + ", ".join(f"{k} {v}" for k, v in meta["compile_repeats"].items()),
