@@ -50,7 +50,7 @@ _INLINE |= {"checkpoint": "jaxpr", "remat": "jaxpr", "remat2": "jaxpr"}
 
 # Parameter-only ops that only move elements: a factored leaf may pass through
 # them (the moments are moved back by the inverse permutation).
-_PERMUTING = {"reshape", "transpose", "squeeze", "expand_dims", "copy", "copy_p"}
+_PERMUTING = {"reshape", "transpose", "squeeze", "expand_dims", "copy"}
 _PERMUTING |= {"convert_element_type", "broadcast_in_dim"}
 
 
@@ -348,14 +348,15 @@ def _operand_cotangents(op: _Op, positions: tuple, vals: list, batched: list, de
     return jax.vmap(one, in_axes=(axes, 0))(vals, deltas)
 
 
-def _factored_moments(p: Program, k: int, chain: list[_Op], saved: tuple, delta, acc, vary):
+def _factored_moments(p: Program, i: int, saved: tuple, delta, acc, vary):
     """Mean and centred ``m2`` of a factored leaf, with no per-example gradient formed."""
+    k, chain = p.factored[i]
     op, (pos,) = p.ops[k], p.boundaries[k]
     if op.name == "gather":
         moments = _lookup_moments(op, saved[0][1], delta, acc)
     else:
         moments = _dot_moments(op, pos, saved[0], delta, acc, vary)
-    leaf = p.leaf_refs[[i for i, (kk, _) in p.factored.items() if kk == k][0]]
+    leaf = p.leaf_refs[i]
     moves = [op for op in chain if op.name != "convert_element_type"]
     if not moves:
         return moments
@@ -482,16 +483,15 @@ def moments(
     (deltas,) = vjp_fn(vary(jnp.ones((), loss_dtype)))
     means: list[Any] = [None] * len(leaves)
     m2s: list[Any] = [None] * len(leaves)
-    for i, (k, chain) in p.factored.items():
+    for i, (k, _) in p.factored.items():
         acc = acc_dtype(p.leaf_refs[i].aval.dtype)
-        means[i], m2s[i] = _factored_moments(p, k, chain, saved[k], deltas[k][0], acc, vary)
+        means[i], m2s[i] = _factored_moments(p, i, saved[k], deltas[k][0], acc, vary)
     rest = [i for i in range(len(leaves)) if i not in p.factored and i not in p.unbatched]
     reached = [i for i in rest if p.reaches[i]]
     for i in set(rest) - set(reached):  # no gradient: the loss does not depend on it
         acc = acc_dtype(p.leaf_refs[i].aval.dtype)
-        means[i] = jnp.zeros(p.leaf_refs[i].aval.shape, acc)
+        means[i] = vary(jnp.zeros(p.leaf_refs[i].aval.shape, acc))
         m2s[i] = vary(jnp.zeros(p.leaf_refs[i].aval.shape, _real(acc)))
-        means[i] = vary(means[i])
     rest = reached
     if rest:
         per_example = _materialised_grads(p, leaves, rest, saved, deltas, vary)

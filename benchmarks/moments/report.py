@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.moments.methods import LABELS
-from benchmarks.speed.report import _f, _fmt_n, _g, _table, run_head, write_md_json
+from benchmarks.speed.report import _f, _fmt_n, _g, _table, load_lines, run_head, write_md_json
 
 __all__ = ["render_markdown", "write_report"]
 
@@ -50,13 +50,7 @@ def _head(res: dict[str, Any]) -> list[str]:
         f"- float32; {meta['rounds']} rounds, up to {meta['steps']} timed calls per row and round",
         f"- command: `{meta['command']}`",
     ]
-    if meta.get("load_avg"):
-        start, end = meta["load_avg"]
-        head.append(
-            f"- load average (1 min) {start:.1f} at the start, {end:.1f} at the end, on "
-            f"{meta['cores']} cores: other work shares the machine when it exceeds the "
-            "benchmark's own ~1"
-        )
+    head += load_lines(meta)
     if meta["api_missing"]:
         head.append(f'- **method="auto" not measured**: {meta["api_missing"]}')
     return head

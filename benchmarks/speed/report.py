@@ -249,3 +249,15 @@ def run_head(meta: dict[str, Any], title: str) -> list[str]:
         f"- backend {meta['backend']}, device kind `{meta['device_kind']}`, "
         f"CPU `{meta['cpu_model']}`, {meta['cores']} cores",
     ]
+
+
+def load_lines(meta: dict[str, Any]) -> list[str]:
+    """The run's load average line, where it was recorded."""
+    if not meta.get("load_avg"):
+        return []
+    start, end = meta["load_avg"]
+    return [
+        f"- load average (1 min) {start:.1f} at the start, {end:.1f} at the end, on "
+        f"{meta['cores']} cores: other work shares the machine when it exceeds the "
+        "benchmark's own ~1"
+    ]

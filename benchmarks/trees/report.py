@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks.speed.report import _f, _fmt_n, _g, _table, run_head, write_md_json
+from benchmarks.speed.report import _f, _fmt_n, _g, _table, load_lines, run_head, write_md_json
 from benchmarks.trees.analysis import TARGET_LAYOUTS, TARGETS
 from benchmarks.trees.measure import SLOW_STEP_S
 from benchmarks.trees.variants import LR, OURS
@@ -53,13 +53,7 @@ def _head(res: dict[str, Any]) -> list[str]:
         "steps; compile repeats "
         + ", ".join(f"{k} {v}" for k, v in meta["compile_repeats"].items()),
     ]
-    if meta.get("load_avg"):
-        start, end = meta["load_avg"]
-        head.append(
-            f"- load average (1 min) {start:.1f} at the start, {end:.1f} at the end, on "
-            f"{meta['cores']} cores: other work shares the machine when it exceeds the "
-            "benchmark's own ~1"
-        )
+    head += load_lines(meta)
     if meta["packed_missing"]:
         head.append(f"- **packed rows not measured**: {meta['packed_missing']}")
     return head
