@@ -129,6 +129,8 @@ def rates(exp: Experiment, kind: str, ledger: Sequence[dict[str, Any]]) -> tuple
     if mine:
         per = float(np.median([e["train_s"] / max(1, e["runs"] * e["steps"]) for e in mine]))
         return per, float(np.median([e["compile_s"] for e in mine]))
+    if not gpu and exp.cpu_ms_per_run_step is not None:
+        return exp.cpu_ms_per_run_step / 1000.0, COMPILE_S["cpu"]
     per = exp.h100_ms_per_run_step / 1000.0 * (1.0 if gpu else CPU_FACTOR)
     return per, COMPILE_S["gpu" if gpu else "cpu"]
 
@@ -223,13 +225,34 @@ def _segment(chunk: Chunk, per: float, compile_s: float, work: Path) -> Chunk:
 
 def plan(names: Sequence[str], out: Path, work: Path, kind: str, smoke: bool) -> list[Chunk]:
     """The chunks that can run now, in :data:`ORDER` of the experiments."""
+    return plan_experiments([experiments.get(n, smoke_run=smoke) for n in names], out, work, kind)
+
+
+def plan_experiments(exps: Sequence[Experiment], out: Path, work: Path, kind: str) -> list[Chunk]:
+    """The chunks of ``exps`` that can run now, in their order."""
     ledger = read_ledger(out)
     chunks = []
-    for name in names:
-        exp = experiments.get(name, smoke_run=smoke)
+    for exp in exps:
         for method in exp.methods:
             chunks += method_chunks(exp, method, out, work, kind, ledger)
     return chunks
+
+
+def run_experiments(
+    exps: Sequence[Experiment], out: Path, work: Path, *, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Every chunk of ``exps`` in this process until their protocols are done, resuming from
+    what ``out`` and ``work`` hold (the path of the CPU-budget experiments of
+    ``python -m benchmarks.reproduce``). Returns the ledger entries of this call."""
+    kind = device_kind()
+    done = []
+    while chunks := plan_experiments(exps, out, work, kind):
+        chunk = chunks[0]
+        print(
+            f"chunk {chunk.name}: {chunk.runs} runs, steps {chunk.start}-{chunk.stop}", flush=True
+        )
+        done.append(run_chunk(chunk, out, work, progress))
+    return done
 
 
 # --------------------------------------------------------------------------- #
@@ -262,6 +285,8 @@ def run_chunk(chunk: Chunk, out: Path, work: Path, progress: bool = True) -> dic
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{chunk.stage.name}.groups.json").write_text(json.dumps(chunk.layout))
     static = {"optimizer": exp.methods[chunk.method].optimizer, "boundaries": exp.boundaries}
+    if exp.rate_decay != "constant":  # (absent otherwise: the sweeps' hashes stay as they were)
+        static["decay"] = exp.rate_decay
     static.update(exp.methods[chunk.method].static)
     t0 = time.perf_counter()
     result = sweep(
@@ -301,7 +326,7 @@ def run_chunk(chunk: Chunk, out: Path, work: Path, progress: bool = True) -> dic
         return entry
     _store(chunk, result, out, entry)
     shutil.rmtree(ckpt, ignore_errors=True)
-    if not (Path(out) / f"{exp.name}-paper.json").exists():
+    if exp.queue_report and not (Path(out) / f"{exp.name}-paper.json").exists():
         report.write_if_complete(exp, out)
     return entry
 

@@ -192,6 +192,8 @@ def diagnostics(
     grad_variance: optax.Updates | None = None,
     batch_size: Any = None,
     per_leaf: bool = True,
+    rates: bool = False,
+    rate_thresholds: tuple[float, float] = (0.01, 1000.0),
 ) -> dict[str, jax.Array]:
     r"""Scalars worth logging every step, read from an optimizer state.
 
@@ -246,6 +248,36 @@ def diagnostics(
       :math:`t-1`).
     * ``clipped_lower``, ``clipped_upper``: share of active coordinates whose
       rate the bound clipped (strictly below / above it).
+
+    With ``rates=True`` (the rate from any of the sources below), the
+    per-element rate :math:`r` of step :math:`t`, the factor the update
+    applies to :math:`m_t` (Luo et al.'s :math:`\eta_t`, with Adam's bias
+    corrections folded in as the authors' code folds them; :math:`a_t` read
+    at count :math:`t-1`):
+
+    .. math::
+      r = \frac{a_t}{(1-\beta_1^t)(\sqrt{\hat v_t} + \epsilon)},
+
+    so that Adam's update :math:`-a_t \hat m_t/(\sqrt{\hat v_t}+\epsilon)`
+    is :math:`-r \odot m_t`; with AdaBound's bounds, the rate they clip,
+    :math:`r = a_t\sqrt{1-\beta_2^t}/((1-\beta_1^t)(\sqrt{v_t}+\epsilon))`
+    (:math:`\epsilon` on the root of the raw :math:`v_t`; the two differ
+    only where :math:`\sqrt{\hat v_t}` is within a few :math:`\epsilon`).
+    :math:`v_t` is the running max for AMSGrad and AMSBound. Over the active
+    coordinates:
+
+    * ``rate_q10``, ``rate_q50``, ``rate_q90`` (one per entry of
+      ``quantiles``): the quantiles of :math:`r` (sampled as the
+      :math:`\gamma` quantiles are); ``rate_min``, ``rate_max``: its extremes
+      (exact).
+    * ``rate_below_0.01``, ``rate_above_1000`` (named by ``rate_thresholds``,
+      ``(low, high)``, as ``f"rate_below_{low:g}"``, ``f"rate_above_{high:g}"``):
+      the shares with :math:`r < \text{low}` and :math:`r > \text{high}`
+      (exact), Luo et al.'s extreme rates (their Fig. 1: below 0.01 and above
+      1000).
+    * with AdaBound's bounds, the same keys prefixed ``bounded_``
+      (``bounded_rate_q50``, ``bounded_rate_below_0.01``, ...) for the rate
+      the update applies, :math:`\operatorname{clip}(r, \eta_l(t), \eta_u(t))`.
 
     With ``grads`` (the gradient of this step, in the structure of the
     parameters the state tracks):
@@ -324,7 +356,9 @@ def diagnostics(
     coordinates the quantiles and the median are estimated from that many
     coordinates drawn uniformly with replacement (rank error about
     :math:`\sqrt{q(1-q)/k}`, under 0.4% at the default), the same ones every
-    step (a fixed key), so consecutive steps are comparable.
+    step (a fixed key), so consecutive steps are comparable. ``rates=True``
+    adds a few elementwise passes and one more such sort (the clipped rates'
+    order statistics are read from the same one).
 
     Jittable: close over ``optimizer`` and the keyword arguments (they fix the
     keys), e.g. ``jax.jit(lambda s, g: diagnostics(s, opt, grads=g))``, and
@@ -346,7 +380,7 @@ def diagnostics(
       bounds: AdaBound's :class:`~optax_signvar.Bounds` (or a dict of its
         fields), for AdaBound-family states (``normalization="rms"``).
       learning_rate: the optimizer's rate (float or schedule); only used with
-        bounds, and an error without them.
+        bounds or ``rates``, and an error without either.
       eps: AdaBound's :math:`\epsilon` (only used with bounds).
       quantiles: levels in [0, 1] of the :math:`\gamma` quantiles to report.
       max_coordinates: most coordinates the quantiles and the median are taken
@@ -360,6 +394,14 @@ def diagnostics(
         >= 2; only with ``grad_variance``.
       per_leaf: with ``grad_variance``, also the per-leaf ``grad_snr/<path>``
         and ``batch_gamma_mean/<path>``.
+      rates: also the per-element rates' summaries (``rate_*``, and
+        ``bounded_rate_*`` with bounds); needs a state with both moments, the
+        rate (``learning_rate``, or the optimizer's record, or an injected
+        one) and ``normalization="rms"`` (Adam's family, where the update is a
+        rate times :math:`m_t`). Always formed with Adam's bias corrections,
+        also for a state built with ``bias_correction=False``.
+      rate_thresholds: ``(low, high)``, the levels of ``rate_below_<low>`` and
+        ``rate_above_<high>``.
 
     Returns:
       A dict of float32 scalars, keys as above (fixed by the state's structure,
@@ -370,7 +412,9 @@ def diagnostics(
       ValueError: a state with both moments and no ``b1`` (or, from an injected
         ``b1``, no ``b2``) in any source; an ``optimizer`` that is not one of
         the package's; a hyperparameter out of its range (named); bounds
-        without a rate, or a rate without bounds; ``grad_variance`` without
+        without a rate, or a rate without bounds or ``rates``; ``rates``
+        without a rate or a second moment, or for an optimizer whose
+        normalization is not ``"rms"``; ``grad_variance`` without
         ``grads`` or ``batch_size``, ``batch_size`` without
         ``grad_variance``, or a ``grad_variance`` that does not match
         ``grads`` (see :func:`~optax_signvar.gradient_noise_statistics`).
@@ -406,6 +450,7 @@ def diagnostics(
       <https://arxiv.org/abs/1812.06162>`_, 2018.
     """
     q_keys = _quantile_keys(quantiles)
+    rate_keys = _rate_keys(q_keys, rate_thresholds) if rates else None
     _check_noise_arguments(grads, grad_variance, batch_size)
     if max_coordinates is not None and max_coordinates < 1:
         raise ValueError(f"diagnostics: max_coordinates must be >= 1, got {max_coordinates!r}.")
@@ -421,16 +466,19 @@ def diagnostics(
         _check_values({"bounds.final_lr": final_lr, "bounds.gamma": gamma})
     _check_values(injected)
     hp = _resolve(given, record, injected)
-    _check_pairing(hp, explicit_rate=learning_rate is not None)
+    _check_pairing(hp, explicit_rate=learning_rate is not None, rates=rates)
+    if rates:
+        _check_rms(record)
     count = jnp.asarray(jax.tree.leaves(found.count)[0])
     mu, nu, nu_max = _leaves(found.mu), _leaves(found.nu), _leaves(found.nu_max)
     second = nu_max if nu_max is not None else nu  # the buffer the update used
     out = {"count": count.astype(_F32)}
-    if hp.bounds is not None and (mu is None or second is None):
-        raise ValueError(
-            "diagnostics: bounds need AdaBound's state, with both moments; this state "
-            "keeps " + ("no second moment." if mu is not None else "no momentum.")
-        )
+    for wanted, what in ((hp.bounds is not None, "bounds"), (rates, "rates")):
+        if wanted and (mu is None or second is None):
+            raise ValueError(
+                f"diagnostics: {what} need Adam's or AdaBound's state, with both moments; this "
+                "state keeps " + ("no second moment." if mu is not None else "no momentum.")
+            )
     if mu is not None and second is not None:
         b1, b2 = _decays(hp)
         mu32, second32 = _widen(mu), _widen(second)
@@ -441,10 +489,17 @@ def diagnostics(
                 mu32, second32, active, n_active, count, b1, b2, quantiles, q_keys, max_coordinates
             )
         )
+        eps = _DEFAULT_EPS if hp.eps is None else hp.eps
         if hp.bounds is not None:  # with a rate (checked above)
-            eps = _DEFAULT_EPS if hp.eps is None else hp.eps
             rate_args = (hp.bounds, hp.learning_rate, eps, b1, b2)
             out.update(_bound_statistics(second32, active, n_active, count, *rate_args))
+        if rate_keys is not None:  # with a rate (checked above)
+            rate_args = (hp.bounds, hp.learning_rate, eps, b1, b2)
+            summary_args = (quantiles, rate_keys, max_coordinates, rate_thresholds)
+            rate_stats = _rate_statistics(
+                second32, active, n_active, count, *rate_args, *summary_args
+            )
+            out.update(rate_stats)
     if grads is not None:
         out.update(_gradient_statistics(grads, mu))
     if grad_variance is not None:
@@ -601,18 +656,47 @@ def _check_values(values: dict[str, Any]) -> None:
             check_rate(name, value)
 
 
-def _check_pairing(hp: _Hyper, *, explicit_rate: bool) -> None:
-    """AdaBound's bounds need the rate; an explicit rate needs bounds."""
+def _check_pairing(hp: _Hyper, *, explicit_rate: bool, rates: bool) -> None:
+    """AdaBound's bounds and the rate statistics need the rate; an explicit rate needs either."""
     if hp.bounds is not None and hp.learning_rate is None:
         raise ValueError(
             "diagnostics: bounds need the learning rate (AdaBound's bounds are on the "
             "per-element rate a_t * r_t); pass learning_rate=..., or optimizer=, which records it."
         )
-    if explicit_rate and hp.bounds is None:
+    if rates and hp.learning_rate is None:
         raise ValueError(
-            "diagnostics: learning_rate is only used with AdaBound's bounds; pass bounds=... "
-            "too, or the AdaBound-family optimizer (whose record holds both)."
+            "diagnostics: rates=True needs the learning rate (the per-element rate is "
+            "a_t / ((1 - b1^t) (sqrt(v_hat) + eps))); pass learning_rate=..., or optimizer=, "
+            "which records it."
         )
+    if explicit_rate and hp.bounds is None and not rates:
+        raise ValueError(
+            "diagnostics: learning_rate is only used with AdaBound's bounds or rates=True; pass "
+            "bounds=... too, or the AdaBound-family optimizer (whose record holds both), or "
+            "rates=True for the per-element rates' quantiles."
+        )
+
+
+def _check_rms(record: _hyperparams.Hyperparameters | None) -> None:
+    """The per-element rates are Adam's: the optimizer, if known, divides by sqrt(v)."""
+    if record is not None and record.dissection.normalization != "rms":
+        raise ValueError(
+            "diagnostics: rates=True summarises Adam's per-element rates a_t / (sqrt(v_hat) + "
+            "eps); this optimizer's update does not divide by sqrt(v) (normalization="
+            f"{record.dissection.normalization!r}), so it has no such rate."
+        )
+
+
+def _rate_keys(q_keys: list[str], thresholds: tuple[float, float]) -> list[str]:
+    """The keys of the rate statistics, unprefixed, in the order _rate_summary makes them."""
+    low, high = (float(x) for x in thresholds)
+    if not 0.0 <= low <= high:
+        raise ValueError(
+            f"diagnostics: rate_thresholds must be (low, high) with 0 <= low <= high, got "
+            f"{tuple(thresholds)!r}."
+        )
+    qs = [k.replace("gamma_", "rate_", 1) for k in q_keys]
+    return [*qs, "rate_min", "rate_max", f"rate_below_{low:g}", f"rate_above_{high:g}"]
 
 
 def _decays(hp: _Hyper) -> tuple[Any, Any]:
@@ -697,6 +781,87 @@ def _bound_statistics(
         "clipped_lower": _masked_mean(below, active, n_active),
         "clipped_upper": _masked_mean(above, active, n_active),
     }
+
+
+def _rate_statistics(
+    second32,
+    active,
+    n_active,
+    count,
+    bounds,
+    learning_rate,
+    eps,
+    b1,
+    b2,
+    quantiles,
+    keys,
+    max_coordinates,
+    thresholds,
+) -> dict[str, jax.Array]:
+    """The per-element rates' quantiles, extremes and extreme shares (and clipped, with bounds).
+
+    Formed as the update forms them: at unit rate, times a_t; the clipped ones as
+    a_t * clip(r, l, u), which is clip(a_t r, a_t l, a_t u) to the last bit (the product is
+    monotone), so one sort serves both.
+    """
+    before = jnp.maximum(count - 1, 0)
+    a_t = _rates.value_at(learning_rate, before)
+    if bounds is None:  # Adam: 1 / ((1 - b1^t) (sqrt(v_hat) + eps))
+        vh = blocks.bias_correction(second32, blocks.debias_denominator(b2, count))
+        unit = blocks.adaptive_rate(vh, eps, 1.0 / blocks.debias_denominator(b1, count))
+    else:  # AdaBound: sqrt(1 - b2^t) / ((1 - b1^t) (sqrt(v) + eps)), the rate the bounds clip
+        unit = blocks.adaptive_rate(second32, eps, blocks.adabound_step(b1, b2, count))
+    rate = [jnp.asarray(a_t).astype(r.dtype) * r for r in unit]
+    clip = None
+    if bounds is not None:
+        ratio = _rates.rate_ratio(bounds.final_lr, learning_rate, "final_lr")
+        lower, upper = blocks.dynamic_bounds(_rates.value_at(ratio, before), bounds.gamma, count)
+        clip = (a_t * jnp.asarray(lower), a_t * jnp.asarray(upper))
+    low, high = (float(x) for x in thresholds)
+    return _rate_summary(rate, active, n_active, quantiles, keys, max_coordinates, low, high, clip)
+
+
+def _rate_summary(
+    rate, active, n_active, quantiles, keys, max_coordinates, low, high, clip
+) -> dict[str, jax.Array]:
+    """Quantiles (one sort of the sampled coordinates), exact extremes and shares of ``rate``,
+    and with ``clip = (lower, upper)`` the same of the clipped rate (keys ``bounded_...``)."""
+    nan = jnp.full([], jnp.nan, _F32)
+    *q_keys, min_key, max_key, below_key, above_key = keys
+    variants = {"": lambda r: r}
+    if clip is not None:
+        lower, upper = clip
+
+        def clipped(r: jax.Array) -> jax.Array:
+            return jnp.clip(
+                r, jnp.asarray(lower).astype(r.dtype), jnp.asarray(upper).astype(r.dtype)
+            )
+
+        variants["bounded_"] = clipped
+    pairs = [(r, a) for r, a in zip(rate, active, strict=True) if r.size]
+    if not pairs:
+        return {prefix + key: nan for prefix in variants for key in keys}
+    r_s, a_s = _sample([[r.astype(_F32) for r in rate], active], max_coordinates)
+    # NaNs (inactive) last; a clip keeps them NaN and the order of the rest
+    ranked = jax.lax.sort(jnp.where(a_s, r_s, jnp.nan))
+    n = jnp.sum(a_s, dtype=jnp.int32)
+    last = (n - 1).astype(_F32)
+    some = n_active > 0
+    smallest = jnp.min(
+        jnp.stack([jnp.min(jnp.where(a, r, jnp.inf)).astype(_F32) for r, a in pairs])
+    )
+    largest = jnp.max(
+        jnp.stack([jnp.max(jnp.where(a, r, -jnp.inf)).astype(_F32) for r, a in pairs])
+    )
+    out: dict[str, jax.Array] = {}
+    for prefix, f in variants.items():
+        for key, q in zip(q_keys, quantiles, strict=True):
+            out[prefix + key] = jnp.where(n > 0, _interpolate(f(ranked), n, q * last), nan)
+        out[prefix + min_key] = jnp.where(some, f(smallest), nan)
+        out[prefix + max_key] = jnp.where(some, f(largest), nan)
+        out[prefix + below_key] = _masked_mean([f(r) < low for r in rate], active, n_active)
+        out[prefix + above_key] = _masked_mean([f(r) > high for r in rate], active, n_active)
+    return out
 
 
 def _gradient_statistics(grads: optax.Updates, mu: list[jax.Array] | None) -> dict[str, jax.Array]:

@@ -544,3 +544,116 @@ def test_example_runs(capsys):
     assert 0.0 < history["active_fraction"][-1] < 1.0  # digits has constant border pixels
     out = capsys.readouterr().out
     assert "P(sign)" in out and "test accuracy" in out
+
+
+def _numpy_rates(state, b1, b2, a_t, eps=1e-8, adabound=False):
+    """The per-element rates of the active coordinates in float64 numpy (AdaBound's form with
+    ``adabound``: eps on the root of the raw v)."""
+    s = _inner(state)
+    t = int(s.count)
+    _, active, v = _numpy_stats(state, b1, b2)
+    if adabound:
+        rate = a_t * math.sqrt(1 - b2**t) / ((1 - b1**t) * (np.sqrt(v) + eps))
+    else:
+        rate = a_t / ((1 - b1**t) * (np.sqrt(v / (1 - b2**t)) + eps))
+    return rate[active]
+
+
+def _check_rate_keys(d, rate, low, high, prefix="", rtol=2e-5):
+    for q in (0.1, 0.5, 0.9):
+        key = f"{prefix}rate_q{round(100 * q)}"
+        np.testing.assert_allclose(float(d[key]), np.quantile(rate, q), rtol=rtol, err_msg=key)
+    np.testing.assert_allclose(float(d[prefix + "rate_min"]), rate.min(), rtol=rtol)
+    np.testing.assert_allclose(float(d[prefix + "rate_max"]), rate.max(), rtol=rtol)
+    below, above = (rate < low).mean(), (rate > high).mean()
+    assert float(d[f"{prefix}rate_below_{low:g}"]) == pytest.approx(below, abs=1e-6)
+    assert float(d[f"{prefix}rate_above_{high:g}"]) == pytest.approx(above, abs=1e-6)
+
+
+RATE_KEYS = {"rate_q10", "rate_q50", "rate_q90", "rate_min", "rate_max"}
+
+
+@pytest.mark.parametrize(
+    "opt, b1, b2",
+    [
+        (osv.adam(optax.exponential_decay(1e-3, 1, 0.9), b1=0.8, b2=0.99), 0.8, 0.99),
+        (osv.amsgrad(optax.exponential_decay(1e-3, 1, 0.9)), 0.9, 0.999),  # v: the running max
+    ],
+    ids=["adam", "amsgrad"],
+)
+def test_rates_match_numpy(opt, b1, b2):
+    schedule = optax.exponential_decay(1e-3, 1, 0.9)
+    state, _ = _run(opt)
+    rate = _numpy_rates(state, b1, b2, float(schedule(5)))  # step t = 6 used a_5
+    low, high = np.quantile(rate, 0.3), np.quantile(rate, 0.8)  # shares strictly inside (0, 1)
+    kwargs = dict(rates=True, rate_thresholds=(low, high), max_coordinates=None)
+    d = jax.jit(lambda s: diagnostics(s, opt, **kwargs))(state)  # the rate from the record
+    below, above = f"rate_below_{low:g}", f"rate_above_{high:g}"
+    assert set(d) == STAT_KEYS | RATE_KEYS | {below, above}
+    _check_rate_keys(d, rate, low, high)
+    assert 0 < float(d[below]) < 1 and 0 < float(d[above]) < 1
+    # the rate given as the schedule (no bounds needed), eagerly: the same numbers
+    explicit = diagnostics(state, b1=b1, b2=b2, learning_rate=schedule, **kwargs)
+    for key in d:
+        np.testing.assert_allclose(explicit[key], d[key], rtol=1e-6, err_msg=key)
+    # without rates=True the keys are as before
+    assert set(diagnostics(state, opt)) == STAT_KEYS
+
+
+@pytest.mark.parametrize("factory", [osv.adabound, osv.amsbound])
+def test_rates_of_adabound_before_and_after_the_clip(factory):
+    schedule = optax.exponential_decay(1e-3, transition_steps=1, decay_rate=0.9)
+    opt = factory(schedule, final_lr=0.01, gamma=0.1)
+    state, _ = _run(opt, steps=5)
+    a_t = float(schedule(4))
+    # AdaBound's form (eps on the root of the raw v; AMSBound's v: the running max)
+    rate = _numpy_rates(state, 0.9, 0.999, a_t, adabound=True)
+    d = jax.jit(lambda s: diagnostics(s, opt, rates=True, max_coordinates=None))(state)
+    rate_keys = RATE_KEYS | {"rate_below_0.01", "rate_above_1000"}
+    bounded = {"bounded_" + k for k in rate_keys}
+    assert set(d) == STAT_KEYS | BOUND_KEYS | rate_keys | bounded
+    _check_rate_keys(d, rate, 0.01, 1000.0)
+    lo, hi = float(d["lower_bound"]), float(d["upper_bound"])
+    assert 0 < (rate < lo).mean() and 0 < (rate > hi).mean()  # the clip bites at both ends
+    _check_rate_keys(d, np.clip(rate, lo, hi), 0.01, 1000.0, prefix="bounded_", rtol=1e-5)
+    assert lo <= float(d["bounded_rate_min"]) <= float(d["bounded_rate_max"]) <= hi
+    # the shares the bounds clip are those of the unclipped rate beyond them
+    assert float(d["clipped_lower"]) == pytest.approx((rate < lo).mean(), abs=1e-6)
+    # restated by hand: the same
+    restated = diagnostics(
+        state,
+        b1=0.9,
+        b2=0.999,
+        bounds=osv.Bounds(0.01, 0.1),
+        learning_rate=schedule,
+        rates=True,
+        max_coordinates=None,
+    )
+    for key in d:
+        np.testing.assert_allclose(restated[key], d[key], rtol=1e-6, err_msg=key)
+
+
+def test_rates_subsampled_fresh_and_errors():
+    opt = osv.adam(1e-3)
+    state, _ = _run(opt)
+    exact = diagnostics(state, opt, rates=True, max_coordinates=None)
+    sub = diagnostics(state, opt, rates=True, max_coordinates=100)
+    # extremes and shares stay exact; the quantiles come from ~100 of the 207 active
+    for key in ("rate_min", "rate_max", "rate_below_0.01", "rate_above_1000"):
+        np.testing.assert_allclose(sub[key], exact[key], rtol=1e-6, err_msg=key)
+    assert 0.5 < float(sub["rate_q50"]) / float(exact["rate_q50"]) < 2.0
+    # an inject_hyperparams state: the rate and decays from the state, traced under jit
+    injected = optax.inject_hyperparams(osv.adam)(learning_rate=1e-3)
+    traced = jax.jit(lambda s: diagnostics(s, rates=True))(_run(injected)[0])
+    for key in exact:
+        np.testing.assert_allclose(traced[key], exact[key], rtol=1e-5, err_msg=key)
+    fresh = diagnostics(opt.init(_params()), opt, rates=True)
+    assert all(np.isnan(float(fresh[k])) for k in RATE_KEYS)
+    with pytest.raises(ValueError, match="does not divide by sqrt"):
+        diagnostics(_run(osv.m_svag(0.1))[0], osv.m_svag(0.1), rates=True)
+    with pytest.raises(ValueError, match="rates=True needs the learning rate"):
+        diagnostics(state, b1=0.9, b2=0.999, rates=True)
+    with pytest.raises(ValueError, match="rates need Adam's or AdaBound's state"):
+        diagnostics(_run(osv.m_sgd(0.1))[0], learning_rate=0.1, rates=True)
+    with pytest.raises(ValueError, match="rate_thresholds"):
+        diagnostics(state, opt, rates=True, rate_thresholds=(10.0, 1.0))

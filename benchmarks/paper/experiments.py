@@ -56,6 +56,13 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "adabound": osv.adabound,
     "amsbound": osv.amsbound,
     "sgdm": lambda learning_rate: optax.sgd(learning_rate, momentum=0.9),
+    # the baselines of the Adam paper's MNIST experiments, as optax has them
+    "sgd_nesterov": lambda learning_rate: optax.sgd(learning_rate, momentum=0.9, nesterov=True),
+    "adagrad": optax.adagrad,
+    "rmsprop": optax.rmsprop,
+    "adadelta": optax.adadelta,
+    # optax's AMSGrad keeps the max of the *debiased* second moment (ours: of v_t)
+    "amsgrad_optax": optax.amsgrad,
 }
 
 
@@ -66,19 +73,32 @@ def scheduled(
     boundaries: tuple[int, ...] = (),
     final_lr: Any = None,
     gamma: Any = None,
+    b2: Any = None,
+    decay: str = "constant",
 ) -> optax.GradientTransformation:
     """``OPTIMIZERS[optimizer]`` with ``learning_rate`` x0.1 from each step of ``boundaries``.
 
     The factory every paper sweep wraps in ``optax.inject_hyperparams``: the initial rate
-    (and AdaBound's ``final_lr`` and ``gamma``, given only to the bound methods) arrive as
-    arrays, one per run; the schedule is built from them inside the step. The keywords are
-    named, not ``**kwargs``, because ``inject_hyperparams`` binds the signature.
+    (and AdaBound's ``final_lr`` and ``gamma``, given only to the bound methods, and ``b2``
+    where a comparison fixes it) arrive as arrays, one per run; the schedule is built from them
+    inside the step. ``decay="sqrt"`` is the Adam and AMSGrad papers' ``alpha_t = alpha /
+    sqrt(t)`` (``t = count + 1``). The keywords are named, not ``**kwargs``, because
+    ``inject_hyperparams`` binds the signature.
     """
+    if decay not in ("constant", "sqrt"):
+        raise ValueError(f"decay must be 'constant' or 'sqrt', got {decay!r}.")
     rate = learning_rate
     if boundaries:
         rate = optax.piecewise_constant_schedule(learning_rate, {b: 0.1 for b in boundaries})
-    bound = {k: v for k, v in (("final_lr", final_lr), ("gamma", gamma)) if v is not None}
-    return OPTIMIZERS[optimizer](rate, **bound)
+    if decay == "sqrt":
+        base = rate
+
+        def rate(count):
+            a = base(count) if callable(base) else base
+            return a / jnp.sqrt(jnp.asarray(count, jnp.float32) + 1.0)
+
+    named = (("final_lr", final_lr), ("gamma", gamma), ("b2", b2))
+    return OPTIMIZERS[optimizer](rate, **{k: v for k, v in named if v is not None})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +140,20 @@ class Experiment:
     baselines: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
     # planning estimate (ms per run and step on one H100) until the queue has measured one
     h100_ms_per_run_step: float = 1.0
+    # the same on this project's 2-core CPU, where one is known (else x CPU_FACTOR)
+    cpu_ms_per_run_step: float | None = None
+    # what the rate search maximises: "test_accuracy", or "train_loss" (minimised: the mean
+    # mini-batch loss of the last evaluation interval) where the paper plots training cost
+    select_by: str = "test_accuracy"
+    # "sqrt": alpha / sqrt(t) for every method (see `scheduled`)
+    rate_decay: str = "constant"
+    # (better-if-first, second) pairs the report compares; empty: report.PAIRS
+    pairs: tuple[tuple[str, str], ...] = ()
+    # the paper's number of epochs, where ours is smaller ("budget": "reduced")
+    paper_epochs: int | None = None
+    # whether the queue writes `<name>-paper.{json,png}` itself when the protocol finishes
+    # (the CPU experiments of benchmarks.reproduce write their own report)
+    queue_report: bool = True
 
     @property
     def steps_per_epoch(self) -> int:

@@ -12,10 +12,11 @@ Per method, with seed 0:
 2. A rate is *stable* when one of its runs ends with a finite training loss below chance's
    (``log(classes)``) and a finite test accuracy. While the largest rate tried is stable,
    the next round tries the two rates above it (the largest stable rate is not found yet);
-   while the best run (by final test accuracy, stable runs only) has the smallest rate
-   tried, the next round tries the two rates below it (the search downwards has not passed
-   the best yet). At most :data:`MAX_ROUNDS` rounds; a selection still on the edge of what
-   was tried is flagged in the results.
+   while the best run (by final test accuracy, stable runs only; by final training loss
+   where the experiment's paper plots training cost, :attr:`Experiment.select_by`) has the
+   smallest rate tried, the next round tries the two rates below it (the search downwards
+   has not passed the best yet). At most :data:`MAX_ROUNDS` rounds; a selection still on the
+   edge of what was tried is flagged in the results.
 3. ``seeds`` trains the selected hyperparameters with seeds ``1 .. n-1``; the tuning run is
    seed 0, so the results hold ``n`` seeds (10 unless the experiment says otherwise).
 
@@ -80,7 +81,8 @@ def _round(rate: float) -> float:
 
 
 def _points(exp: Experiment, tuned: Mapping[str, SweepResult]) -> list[dict[str, Any]]:
-    """Every tuning run: its hyperparameters, final test accuracy and stability."""
+    """Every tuning run: its hyperparameters, final test accuracy, final training loss,
+    stability and ``score``, what the selection maximises (:attr:`Experiment.select_by`)."""
     points = []
     for name in sorted(tuned, key=lambda n: int(n[4:])):
         res = tuned[name]
@@ -88,7 +90,11 @@ def _points(exp: Experiment, tuned: Mapping[str, SweepResult]) -> list[dict[str,
             acc = float(res.test["accuracy"][i, -1])
             loss = float(res.train_loss[i, -1])
             stable = math.isfinite(acc) and math.isfinite(loss) and loss < exp.unstable_loss
-            points.append({"hyperparams": hp, "accuracy": acc, "stable": stable})
+            score = -loss if exp.select_by == "train_loss" else acc
+            points.append(
+                {"hyperparams": hp, "accuracy": acc, "train_loss": loss, "stable": stable}
+                | {"score": score}
+            )
     return points
 
 
@@ -99,7 +105,7 @@ def selection(exp: Experiment, tuned: Mapping[str, SweepResult]) -> dict[str, An
     rates = sorted({p["hyperparams"]["learning_rate"] for p in points})
     stable_rates = sorted({p["hyperparams"]["learning_rate"] for p in points if p["stable"]})
     stable = [p for p in points if p["stable"]]
-    best = max(stable, key=lambda p: p["accuracy"]) if stable else None
+    best = max(stable, key=lambda p: p["score"]) if stable else None
     if not stable:
         direction = "lower"
     elif stable_rates[-1] == rates[-1]:

@@ -66,6 +66,8 @@ def _method_entry(runs: dict[str, Any]) -> dict[str, Any]:
         "test_accuracy": _final(runs["test"]["accuracy"]),
         "test_loss": _final(runs["test"]["loss"]),
         "train_loss": _final(runs["train_loss"]),
+        # the mean over all evaluations: lower is faster progress over the whole run
+        "mean_train_loss": _final(runs["train_loss"].mean(1, keepdims=True)),
         "rate": runs["hyperparams"]["learning_rate"],
         "hyperparams": runs["hyperparams"],
         "seeds": n,
@@ -77,16 +79,25 @@ def _method_entry(runs: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def compare(methods: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per pair of :data:`PAIRS` present: which is better in final test accuracy and train
-    loss, or ``"undecided"`` within two standard errors."""
+METRICS = (("test_accuracy", 1.0), ("train_loss", -1.0), ("mean_train_loss", -1.0))
+
+
+def compare(
+    methods: dict[str, dict[str, Any]], pairs: Sequence[tuple[str, str]] = ()
+) -> list[dict[str, Any]]:
+    """Per pair of ``pairs`` (default: :data:`PAIRS`) present: which is better in final test
+    accuracy, final train loss and mean train loss over the run, or ``"undecided"`` within two
+    standard errors."""
     found = []
-    for aspect, pairs in PAIRS.items():
-        for a, b in pairs:
+    groups = {"paper": list(pairs)} if pairs else PAIRS
+    for aspect, group in groups.items():
+        for a, b in group:
             if a not in methods or b not in methods:
                 continue
             row = {"aspect": aspect, "pair": [a, b]}
-            for metric, sign in (("test_accuracy", 1.0), ("train_loss", -1.0)):
+            for metric, sign in METRICS:
+                if metric not in methods[a] or metric not in methods[b]:
+                    continue
                 ma, mb = methods[a][metric], methods[b][metric]
                 diff = sign * (ma["mean"] - mb["mean"])
                 se = math.sqrt(
@@ -100,6 +111,17 @@ def compare(methods: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 def write_if_complete(exp: Experiment, out: Path) -> Path | None:
     """Writes the report when every method finished its protocol; returns the JSON path."""
+    doc = build(exp, out)
+    if doc is None:
+        return None
+    path = Path(out) / f"{exp.name}-paper.json"
+    path.write_text(json.dumps(doc, indent=1))
+    _figure(exp, doc, path.with_suffix(".png"))
+    return path
+
+
+def build(exp: Experiment, out: Path) -> dict[str, Any] | None:
+    """The report of ``exp`` from its stored stages, or ``None`` while a protocol is not done."""
     all_runs, devices = {}, set()
     for method in exp.methods:
         done = protocol.load_stages(out, exp, method)
@@ -123,26 +145,28 @@ def write_if_complete(exp: Experiment, out: Path) -> Path | None:
             "eval_every": exp.eval_every,
             "train_eval_size": exp.train_eval_size,
             "rate_x0.1_at_fractions": list(exp.decay_at),
+            "rate_decay": exp.rate_decay,
+            "paper_epochs": exp.paper_epochs or exp.epochs,
+            "selected_by": exp.select_by,
+            "seeds": exp.seeds,
         },
         "substitution": exp.substitution,
         "paper": exp.paper,
         "baselines": dict(exp.baselines),
         "devices": sorted(devices),
         "methods": methods,
-        "comparisons": compare(methods),
+        "comparisons": compare(methods, exp.pairs),
         "curves": {
             m: {
                 "steps": r["steps"].tolist(),
+                "epochs": (r["steps"] / exp.steps_per_epoch).tolist(),
                 "train_loss": _band(r["train_loss"]),
                 "test_accuracy": _band(r["test"]["accuracy"]),
             }
             for m, r in all_runs.items()
         },
     }
-    path = Path(out) / f"{exp.name}-paper.json"
-    path.write_text(json.dumps(doc, indent=1))
-    _figure(exp, doc, path.with_suffix(".png"))
-    return path
+    return doc
 
 
 def _figure(exp: Experiment, doc: dict[str, Any], path: Path) -> None:

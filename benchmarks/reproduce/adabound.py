@@ -112,11 +112,56 @@ def add_arguments(parser) -> None:
     )
 
 
-def _dissected(state: Any) -> osv.DissectedState:
+def dissected(state: Any) -> osv.DissectedState:
+    """The :class:`~optax_signvar.DissectedState` inside an optimizer's state."""
+
     def is_state(x: Any) -> bool:
         return isinstance(x, osv.DissectedState)
 
     return next(x for x in jax.tree.leaves(state, is_leaf=is_state) if is_state(x))
+
+
+def record_training(
+    problem: images.Problem,
+    opt: optax.GradientTransformation,
+    stats: Any,
+    steps: int,
+    logged: np.ndarray,
+    seed: int = 0,
+) -> tuple[Any, np.ndarray, dict[str, np.ndarray]]:
+    """Trains ``opt`` on ``problem`` for ``steps`` and records ``stats(state)`` at ``logged``.
+
+    Keys and initial parameters are drawn as :func:`optax_signvar.research.ablate` draws them
+    for ``seed``. At step ``t`` (0-based) the statistics are those of update ``t`` (the state
+    after it, count ``t + 1``); the loss is the mini-batch loss before it, as ablate records
+    it. Returns the final parameters, the losses at ``logged`` and ``stats``' dict of arrays
+    at ``logged`` (one row per logged step).
+    """
+    is_logged = np.zeros(steps, bool)
+    is_logged[logged] = True
+
+    @jax.jit
+    def run(key: jax.Array) -> tuple[Any, jax.Array, dict[str, jax.Array]]:
+        init_key, step_key = jax.random.split(key)
+        params = problem.init_params(init_key)
+        state = opt.init(params)
+        blank = jax.tree.map(jnp.zeros_like, jax.eval_shape(stats, state))
+
+        def step(carry, xs):
+            params, state = carry
+            key, record = xs
+            loss, grads = jax.value_and_grad(problem.loss_fn)(params, key)
+            updates, state = opt.update(grads, state, params)
+            params = optax.apply_updates(params, updates)
+            out = jax.lax.cond(record, stats, lambda _: blank, state)
+            return (params, state), (loss, out)
+
+        xs = (jax.random.split(step_key, steps), jnp.asarray(is_logged))
+        (params, _), (loss, out) = jax.lax.scan(step, (params, state), xs)
+        return params, loss, out
+
+    params, loss, out = run(jax.random.key(seed))
+    return params, np.asarray(loss)[logged], {k: np.asarray(v)[logged] for k, v in out.items()}
 
 
 def rate_trace(
@@ -144,7 +189,7 @@ def rate_trace(
         d = osv.diagnostics(
             state, b1=B1, b2=B2, bounds=bounds, learning_rate=rate, eps=EPS, quantiles=()
         )
-        found = _dissected(state)
+        found = dissected(state)
         a_t = schedule(found.count - 1)
         # the rate before clipping, a_t sqrt(1 - b2^t) / ((1 - b1^t) (sqrt(v_t) + eps))
         raw = blocks.adaptive_rate(found.nu, EPS, blocks.adabound_step(B1, B2, found.count))
@@ -160,32 +205,8 @@ def rate_trace(
             "unclipped_q": jnp.percentile(flat, quantiles),
         }
 
-    is_logged = np.zeros(steps, bool)
-    is_logged[logged] = True
-
-    @jax.jit
-    def run(key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        init_key, step_key = jax.random.split(key)
-        params = problem.init_params(init_key)
-        state = opt.init(params)
-        blank = jax.tree.map(jnp.zeros_like, jax.eval_shape(stats, state))
-
-        def step(carry, xs):
-            params, state = carry
-            key, record = xs
-            loss, grads = jax.value_and_grad(problem.loss_fn)(params, key)
-            updates, state = opt.update(grads, state, params)
-            params = optax.apply_updates(params, updates)
-            out = jax.lax.cond(record, stats, lambda _: blank, state)
-            return (params, state), (loss, out)
-
-        xs = (jax.random.split(step_key, steps), jnp.asarray(is_logged))
-        _, (loss, out) = jax.lax.scan(step, (params, state), xs)
-        return loss, out
-
-    loss, out = run(jax.random.key(seed))
-    trace = {k: np.asarray(v)[logged] for k, v in out.items()}
-    return trace | {"step": np.asarray(logged), "loss": np.asarray(loss)[logged]}
+    _, loss, trace = record_training(problem, opt, stats, steps, logged, seed)
+    return trace | {"step": np.asarray(logged), "loss": loss}
 
 
 def plot_rates(ax: Any, trace: dict[str, np.ndarray], title: str) -> None:

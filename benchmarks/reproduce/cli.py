@@ -25,7 +25,7 @@ from typing import Any
 from benchmarks.reproduce.output import DEFAULT_OUT, Context
 
 # name -> what it reproduces, in the order of the issue (and of `all`); each is the module
-# benchmarks.reproduce.<name>, imported only when run.
+# benchmarks.reproduce.<name with "-" as "_">, imported only when run.
 EXPERIMENTS = {
     "factors": "Dissecting Adam Fig. 3: variance-adaptation factors vs relative std eta",
     "sqp": "Dissecting Adam Fig. 2: SGD vs SSD on stochastic quadratic problems",
@@ -36,6 +36,13 @@ EXPERIMENTS = {
     "p3": "Dissecting Adam P3 (CIFAR-100 substitute): wide ResNet on Fashion-MNIST",
     "p4": "Dissecting Adam P4 (War and Peace substitute): char-LSTM on the KJV Bible",
     "adabound": "AdaBound/AMSBound vs Adam, AMSGrad, SGDM: ResNet on Fashion-MNIST",
+    # the papers' own MNIST experiments, at their budgets on a CPU
+    "adam-logreg": "Adam sec. 6.1: L2 logistic regression on MNIST, Adam vs SGD-Nesterov, AdaGrad",
+    "adam-mlp": "Adam sec. 6.2: MNIST 1000-1000 ReLU network with dropout, five optimizers",
+    "adam-bias": "Adam sec. 6.4: bias correction on/off, VAE on MNIST, beta1 x beta2 x rate",
+    "amsgrad-mnist": "AMSGrad sec. 5: logistic regression and a 100-unit network on MNIST",
+    "adabound-mnist": "AdaBound sec. 5: one-hidden-layer network on MNIST, six optimizers",
+    "adabound-rates": "AdaBound sec. 3: the online example and Adam's extreme per-element rates",
 }
 
 
@@ -44,7 +51,7 @@ PAPER_BUDGET = ("p1", "p2", "p3", "p4", "adabound")
 
 
 def _module(name: str) -> Any:
-    return importlib.import_module(f"benchmarks.reproduce.{name}")
+    return importlib.import_module(f"benchmarks.reproduce.{name.replace('-', '_')}")
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,11 +74,11 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parser(name: str | None = None) -> argparse.ArgumentParser:
     """The options of experiment ``name`` (its module's ``add_arguments`` included)."""
-    listing = "\n".join(f"  {k:9s} {v}" for k, v in EXPERIMENTS.items())
+    listing = "\n".join(f"  {k:14s} {v}" for k, v in EXPERIMENTS.items())
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.reproduce",
         description="Reproduce the experiments of Dissecting Adam, AMSGrad and AdaBound.",
-        epilog="experiments:\n" + listing + "\n  all       every experiment in turn",
+        epilog="experiments:\n" + listing + "\n  all            every experiment in turn",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", choices=[*EXPERIMENTS, "all"], metavar="EXPERIMENT")
