@@ -95,6 +95,11 @@ def _masked_mean(
     return total / n_active
 
 
+def _common_dtype(leaves: list[jax.Array]) -> list[jax.Array]:
+    wide = max((x.dtype for x in leaves), key=lambda d: d.itemsize)
+    return [x.astype(wide) for x in leaves]
+
+
 def _sample(leaves_by_tree: list[list[jax.Array]], max_coordinates: int | None) -> list[jax.Array]:
     """The coordinates the quantiles are taken over, one flat array per tree.
 
@@ -103,6 +108,8 @@ def _sample(leaves_by_tree: list[list[jax.Array]], max_coordinates: int | None) 
     proportion to its size), at the same positions in every tree and at the same
     positions every step (a fixed key), so consecutive steps are comparable.
     """
+    # one dtype per tree (the widest): a state may mix float64 and float32 leaves under x64
+    leaves_by_tree = [_common_dtype(leaves) for leaves in leaves_by_tree]
     sizes = [x.size for x in leaves_by_tree[0]]
     n = sum(sizes)
     if max_coordinates is None or n <= max_coordinates:

@@ -657,3 +657,19 @@ def test_rates_subsampled_fresh_and_errors():
         diagnostics(_run(osv.m_sgd(0.1))[0], learning_rate=0.1, rates=True)
     with pytest.raises(ValueError, match="rate_thresholds"):
         diagnostics(state, opt, rates=True, rate_thresholds=(10.0, 1.0))
+
+
+def test_mixed_float64_and_float32_leaves_under_x64():
+    # a state whose leaves differ in precision: the quantiles are taken in the widest dtype
+    with jax.enable_x64(True):
+        params = {
+            "a": jnp.linspace(-1.0, 1.0, 7),
+            "b": jnp.linspace(0.5, 2.0, 5, dtype=jnp.float32),
+        }
+        opt = osv.adam(1e-3)
+        state = opt.init(params)
+        grads = jax.tree.map(lambda x: x * 0.5 + 0.1, params)
+        _, state = opt.update(grads, state, params)
+        d = osv.diagnostics(state, opt, rates=True)
+        assert all(v.dtype == jnp.float32 for v in d.values())
+        assert np.isfinite(float(d["gamma_q50"])) and np.isfinite(float(d["rate_q50"]))

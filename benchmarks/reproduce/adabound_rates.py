@@ -345,14 +345,7 @@ def rates_part(ctx) -> dict:
         raise SystemExit("--steps and --records must be at least 2, --rate positive")
     net = images.resnet_of(ctx, adabound.NET, adabound.SMOKE_NET)
     ds = images.load_data(ctx, "fashion_mnist")
-    problem = images.make_problem(
-        ds,
-        net,
-        batch_size=scale.batch_size,
-        train_size=scale.train_size,
-        test_size=scale.test_size,
-        train_eval_size=scale.train_eval_size,
-    )
+    problem = images.scaled_problem(ds, net, scale)
     gamma = min(adabound.PAPER_GAMMA_T / scale.steps, 0.5)
     b1, b2, eps = adabound.B1, adabound.B2, adabound.EPS
     methods = {
@@ -499,22 +492,15 @@ def plot(ctx, online: dict, by_method: dict, rates: dict) -> None:
     low, high = (f"{x:g}" for x in THRESHOLDS)
     for name, prefix, color in PANELS:
         d = tr[name]
-        ax.fill_between(
-            t_rec,
-            d[f"{prefix}rate_q1"],
-            d[f"{prefix}rate_q99"],
-            color=color,
-            alpha=0.12,
-            label=f"{name} 1-99%",
-        )
-        ax.fill_between(
-            t_rec,
-            d[f"{prefix}rate_q10"],
-            d[f"{prefix}rate_q90"],
-            color=color,
-            alpha=0.25,
-            label=f"{name} 10-90%",
-        )
+        for lo, hi, alpha in ((1, 99, 0.12), (10, 90, 0.25)):
+            ax.fill_between(
+                t_rec,
+                d[f"{prefix}rate_q{lo}"],
+                d[f"{prefix}rate_q{hi}"],
+                color=color,
+                alpha=alpha,
+                label=f"{name} {lo}-{hi}%",
+            )
         ax.plot(t_rec, d[f"{prefix}rate_q50"], "-", color=color, label=f"{name} median")
         ax.plot(t_rec, d[f"{prefix}rate_min"], ":", color=color, label=f"{name} min / max")
         ax.plot(t_rec, d[f"{prefix}rate_max"], ":", color=color)

@@ -24,6 +24,12 @@ def claims(part: str) -> list[budgets.Claim]:
             "mean_train_loss",
             "not worse",
         ),
+        (
+            "SGD-Nesterov faster than AdaGrad",
+            [("SGD-Nesterov", "AdaGrad")],
+            "mean_train_loss",
+            "better",
+        ),
     ]
 
 

@@ -243,6 +243,18 @@ def load_data(ctx: Any, name: str) -> data.Dataset:
     return data.digits() if ctx.smoke else data.load(name)
 
 
+def scaled_problem(ds: data.Dataset, net: nets.Net, scale: Scale) -> Problem:
+    """:func:`make_problem` at ``scale``'s batch and data sizes."""
+    return make_problem(
+        ds,
+        net,
+        batch_size=scale.batch_size,
+        train_size=scale.train_size,
+        test_size=scale.test_size,
+        train_eval_size=scale.train_eval_size,
+    )
+
+
 def log_every(scale: Scale) -> int:
     return max(1, math.ceil((scale.steps - 1) / max(scale.records - 1, 1)))
 
@@ -567,14 +579,7 @@ def run_comparison(
     """
     scale = scale_of(ctx, default, smoke)
     ds = load_data(ctx, dataset)
-    problem = make_problem(
-        ds,
-        net,
-        batch_size=scale.batch_size,
-        train_size=scale.train_size,
-        test_size=scale.test_size,
-        train_eval_size=scale.train_eval_size,
-    )
+    problem = scaled_problem(ds, net, scale)
     print(f"{ds.name}, {net.name} ({problem.n_params:,} parameters), sizes {problem.sizes}")
     if ctx.smoke and smoke_methods is not None:
         methods = {m: methods[m] for m in smoke_methods}
