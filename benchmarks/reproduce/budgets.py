@@ -58,8 +58,12 @@ def check_claims(doc: dict, claims: Sequence[Claim]) -> list[dict]:
             ok = all(
                 v == "better" if needs == "better" else v != "worse" for v in verdicts.values()
             )
+        names = {m for pair in pairs for m in pair}
+        # one seed has no spread: a verdict is then the ordering of single runs
+        single = any(doc["methods"].get(m, {}).get("seeds", 2) < 2 for m in names)
         found.append(
             {"claim": text, "metric": metric, "needs": needs, "verdicts": verdicts, "holds": ok}
+            | {"evidence": "single runs (one seed)" if single else "two standard errors"}
         )
     return found
 
@@ -126,7 +130,7 @@ def _print(doc: dict) -> None:
         )
     for c in doc["claims"]:
         said = {True: "holds", False: "DOES NOT HOLD", None: "not checked"}[c["holds"]]
-        print(f"  {said}: {c['claim']} ({c['verdicts']})")
+        print(f"  {said}: {c['claim']} ({c['verdicts']}; {c['evidence']})")
 
 
 def _figure(ctx: Any, docs: dict[str, dict]) -> None:
