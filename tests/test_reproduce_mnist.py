@@ -187,6 +187,12 @@ def test_pairs_and_claims():
         ],
     )
     assert [c["holds"] for c in found] == [True, True, False, None]
+    assert {c["evidence"] for c in found} == {"two standard errors"}
+    one_seed = {"comparisons": rows, "methods": {"A": _entry(0.9, 0.1, 0.3, seeds=1)}}
+    found = budgets.check_claims(
+        one_seed, [("A faster", [("A", "B")], "mean_train_loss", "better")]
+    )
+    assert found[0]["evidence"] == "single runs (one seed)"
 
 
 def test_run_experiments_finishes_the_protocol_and_resumes(tmp_path):

@@ -60,7 +60,7 @@ def check_claims(doc: dict, claims: Sequence[Claim]) -> list[dict]:
             )
         names = {m for pair in pairs for m in pair}
         # one seed has no spread: a verdict is then the ordering of single runs
-        single = any(doc["methods"].get(m, {}).get("seeds", 2) < 2 for m in names)
+        single = any(doc.get("methods", {}).get(m, {}).get("seeds", 2) < 2 for m in names)
         found.append(
             {"claim": text, "metric": metric, "needs": needs, "verdicts": verdicts, "holds": ok}
             | {"evidence": "single runs (one seed)" if single else "two standard errors"}
