@@ -773,13 +773,7 @@ def _bound_statistics(
     second32, active, n_active, count, bounds, learning_rate, eps, b1, b2
 ) -> dict[str, jax.Array]:
     """AdaBound's bounds of step t and the shares of rates they clip."""
-    # the rate and the bounds of step t, formed as scale_by_dissection forms them
-    before = jnp.maximum(count - 1, 0)
-    ratio = _rates.rate_ratio(bounds.final_lr, learning_rate, "final_lr")
-    ratio = _rates.value_at(ratio, before)
-    a_t = _rates.value_at(learning_rate, before)
-    lower, upper = blocks.dynamic_bounds(ratio, bounds.gamma, count)
-    rate = blocks.adaptive_rate(second32, eps, blocks.adabound_step(b1, b2, count))
+    a_t, rate, (lower, upper) = _adabound_rate(second32, count, bounds, learning_rate, eps, b1, b2)
     below = [r < lower.astype(r.dtype) for r in rate]
     above = [r > upper.astype(r.dtype) for r in rate]
     return {
@@ -788,6 +782,17 @@ def _bound_statistics(
         "clipped_lower": _masked_mean(below, active, n_active),
         "clipped_upper": _masked_mean(above, active, n_active),
     }
+
+
+def _adabound_rate(second32, count, bounds, learning_rate, eps, b1, b2):
+    """``(a_t, r, (lower, upper))`` of step t as scale_by_dissection forms them: the rate, the
+    per-element rate at unit rate, ``sqrt(1 - b2^t) / ((1 - b1^t) (sqrt(v) + eps))``, and the
+    bounds at unit rate."""
+    before = jnp.maximum(count - 1, 0)
+    ratio = _rates.value_at(_rates.rate_ratio(bounds.final_lr, learning_rate, "final_lr"), before)
+    a_t = _rates.value_at(learning_rate, before)
+    unit = blocks.adaptive_rate(second32, eps, blocks.adabound_step(b1, b2, count))
+    return a_t, unit, blocks.dynamic_bounds(ratio, bounds.gamma, count)
 
 
 def _rate_statistics(
@@ -811,19 +816,17 @@ def _rate_statistics(
     a_t * clip(r, l, u), which is clip(a_t r, a_t l, a_t u) to the last bit (the product is
     monotone), so one sort serves both.
     """
-    before = jnp.maximum(count - 1, 0)
-    a_t = _rates.value_at(learning_rate, before)
+    clip = None
     if bounds is None:  # Adam: 1 / ((1 - b1^t) (sqrt(v_hat) + eps))
+        a_t = _rates.value_at(learning_rate, jnp.maximum(count - 1, 0))
         vh = blocks.bias_correction(second32, blocks.debias_denominator(b2, count))
         unit = blocks.adaptive_rate(vh, eps, 1.0 / blocks.debias_denominator(b1, count))
-    else:  # AdaBound: sqrt(1 - b2^t) / ((1 - b1^t) (sqrt(v) + eps)), the rate the bounds clip
-        unit = blocks.adaptive_rate(second32, eps, blocks.adabound_step(b1, b2, count))
-    rate = [jnp.asarray(a_t).astype(r.dtype) * r for r in unit]
-    clip = None
-    if bounds is not None:
-        ratio = _rates.rate_ratio(bounds.final_lr, learning_rate, "final_lr")
-        lower, upper = blocks.dynamic_bounds(_rates.value_at(ratio, before), bounds.gamma, count)
+    else:  # AdaBound: the rate the bounds clip
+        a_t, unit, (lower, upper) = _adabound_rate(
+            second32, count, bounds, learning_rate, eps, b1, b2
+        )
         clip = (a_t * jnp.asarray(lower), a_t * jnp.asarray(upper))
+    rate = [jnp.asarray(a_t).astype(r.dtype) * r for r in unit]
     low, high = (float(x) for x in thresholds)
     return _rate_summary(rate, active, n_active, quantiles, keys, max_coordinates, low, high, clip)
 
