@@ -519,20 +519,15 @@ def plot(ctx, online: dict, by_method: dict, rates: dict) -> None:
     ax = axes[1, 2]
     for name, prefix, color in PANELS:
         d = tr[name]
-        ax.plot(
-            t_rec,
-            100 * d[f"{prefix}rate_below_{low}"],
-            "-",
-            color=color,
-            label=f"{name}: rate < {low}",
-        )
-        ax.plot(
-            t_rec,
-            100 * d[f"{prefix}rate_above_{high}"],
-            "--",
-            color=color,
-            label=f"{name}: rate > {high}",
-        )
+        for key, style, sign in ((f"below_{low}", "-", "<"), (f"above_{high}", "--", ">")):
+            level = low if sign == "<" else high
+            ax.plot(
+                t_rec,
+                100 * d[f"{prefix}rate_{key}"],
+                style,
+                color=color,
+                label=f"{name}: rate {sign} {level}",
+            )
     ax.set_xlabel("update t")
     ax.set_ylabel("share of parameters (%)")
     ax.set_title("(b) the paper's extreme rates: shares below 0.01 and above 1000", fontsize=9)
